@@ -1,0 +1,780 @@
+"""AST → :class:`CheckedModel` (the ``check`` stage).
+
+One pass collects every problem: unknown and duplicate names, states without
+equations or initial values, misuse of ``der``, unknown distributions and wrong
+arity, priors whose support conflicts with their bounds, malformed settings.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from msml_dsl.errors import DiagnosticBag, Span, did_you_mean
+from msml_dsl.semantics.distributions import DISTRIBUTIONS, support_of
+from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, InferenceSettings, ObservationInfo,
+                                      ParameterInfo, SolverSettings)
+from msml_dsl.syntax import ast
+from msml_dsl.syntax.evaluate import BUILTIN_CONSTANTS, FUNCTIONS, EvaluationError, evaluate
+from msml_dsl.syntax.parser import iter_expr
+
+SOLVERS = {"rk45": "rk45", "stiff": "stiff", "bdf": "stiff", "rosenbrock": "stiff", "auto": "auto"}
+SOLVER_OPTIONS = {"rtol": float, "atol": float, "max_steps": int}
+
+INFER_OPTIONS: dict[str, dict[str, type]] = {
+    "nuts": {"chains": int, "warmup": int, "draws": int, "seed": int, "target_accept": float,
+             "max_tree_depth": int, "metric": str, "init": str, "thin": int},
+    "map": {"seed": int, "starts": int, "max_iter": int},
+    "svi": {"steps": int, "lr": float, "seed": int, "draws": int},
+}
+METRICS = ("diag", "dense")
+INITS = ("map", "prior", "uniform")
+
+# Statements that parse and check but have no backend yet (later issues).
+_LATER = {
+    ast.SpaceDecl: "space", ast.FieldDecl: "field", ast.UnknownDecl: "unknown",
+    ast.BoundaryDecl: "boundary", ast.InitialDecl: "initial", ast.FidelityDecl: "fidelity",
+    ast.CollocationDecl: "collocation", ast.PhysicsDecl: "physics",
+}
+
+
+def check(program: ast.Program) -> CheckedModel:
+    """Resolve names and validate a parsed program.
+
+    >>> from msml_dsl.syntax.parser import parse
+    >>> src = 'model m\\ntime t in [0, 1]\\nstate x\\nparam k ~ Normal(0, 1)\\n'
+    >>> src += 'equation der(x) = -k * x\\ninit x = 1\\n'
+    >>> check(parse(src)).states
+    ('x',)
+    """
+    return _Checker(program).run()
+
+
+class _Checker:
+    def __init__(self, program: ast.Program):
+        self.p = program
+        self.bag = DiagnosticBag(file=program.file)
+        self.declared: dict[str, tuple[str, Span]] = {}   # name -> (kind, span)
+        self.constants: dict[str, float] = {}
+        self.vector_sizes: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def declare(self, name: ast.Name, kind: str) -> None:
+        if name.id in self.declared:
+            prev_kind, prev_span = self.declared[name.id]
+            self.bag.error("E203", f"'{name.id}' is already declared as a {prev_kind} on line {prev_span.line}",
+                           name.span, help="give each declaration its own name")
+            return
+        if name.id in FUNCTIONS or name.id in BUILTIN_CONSTANTS or name.id == "der":
+            self.bag.error("E204", f"'{name.id}' is a built-in name and cannot be declared", name.span,
+                           help="choose another name")
+            return
+        self.declared[name.id] = (kind, name.span)
+
+    def kind(self, name: str) -> str | None:
+        entry = self.declared.get(name)
+        return entry[0] if entry else None
+
+    def names_of(self, *kinds: str) -> list[str]:
+        return [n for n, (k, _) in self.declared.items() if k in kinds]
+
+    def unknown_name(self, node: ast.Name, allowed: list[str]) -> None:
+        self.bag.error("E201", f"unknown name '{node.id}'", node.span,
+                       help=did_you_mean(node.id, allowed + list(BUILTIN_CONSTANTS)))
+
+    # --------------------------------------------------------------------- run
+    def run(self) -> CheckedModel:
+        p = self.p
+        models = p.of_type(ast.ModelDecl)
+        if not models:
+            first = p.statements[0].span if p.statements else None
+            self.bag.error("E202", "the file has no 'model' statement", first,
+                           help="start the file with: model NAME \"title\"")
+        elif len(models) > 1:
+            self.bag.error("E203", "a file declares one model; 'model' appears again", models[1].span)
+        elif p.statements[0] is not models[0]:
+            self.bag.warning("W201", "the 'model' statement is usually the first line", models[0].span)
+
+        times = p.of_type(ast.TimeDecl)
+        for extra in times[1:]:
+            self.bag.error("E205", "the time variable is declared twice", extra.span,
+                           help=f"keep one 'time' statement (the first is on line {times[0].span.line})")
+
+        # declarations first, so order in the file never matters
+        for s in p.statements:
+            if isinstance(s, ast.ConstDecl):
+                self.declare(s.name, "const")
+            elif isinstance(s, ast.TimeDecl) and s is times[0]:
+                self.declare(s.name, "time variable")
+            elif isinstance(s, ast.SpaceDecl):
+                for v in s.variables:
+                    self.declare(v.name, "space variable")
+            elif isinstance(s, ast.StateDecl):
+                for n in s.names:
+                    self.declare(n, "state")
+            elif isinstance(s, ast.FieldDecl):
+                self.declare(s.name, "field")
+            elif isinstance(s, ast.ParamDecl):
+                self.declare(s.name, "param")
+                if s.size is not None:
+                    if s.size < 1:
+                        self.bag.error("E206", f"the vector parameter '{s.name.id}' needs a size of at least 1",
+                                       s.size_span)
+                    self.vector_sizes[s.name.id] = max(1, s.size)
+            elif isinstance(s, ast.UnknownDecl):
+                self.declare(s.name, "unknown")
+            elif isinstance(s, ast.DataDecl):
+                self.declare(s.name, "data source")
+            elif isinstance(s, ast.DeriveDecl):
+                self.declare(s.name, "derived quantity")
+            elif isinstance(s, ast.FidelityDecl):
+                self.declare(s.name, "fidelity level")
+
+        self.evaluate_constants()
+        time_name, time_range = self.check_time(times[0] if times else None)
+        space = self.check_space()
+        states = tuple(n.id for s in p.of_type(ast.StateDecl) for n in s.names)
+        parameters = self.check_parameters()
+        equations = self.check_equations(states, time_name)
+        inits = self.check_inits(states)
+        sources = self.check_data(time_name, space)
+        observations = self.check_observations(sources, time_name)
+        derived = self.check_derived()
+        solver = self.check_solver()
+        inference = self.check_inference()
+        unsupported = self.check_later_statements(space, time_name)
+
+        if not states and not unsupported and not p.of_type(ast.ParamDecl):
+            self.bag.error("E207", "the model declares nothing to infer: no state, param or field",
+                           models[0].span if models else None)
+
+        self.bag.raise_if_errors({p.file: p.source})
+        return CheckedModel(
+            program=p, name=models[0].name.id, title=models[0].title,
+            base_dir=Path(p.file).resolve().parent if p.file and not p.file.startswith("<") else Path.cwd(),
+            constants=dict(self.constants), time=time_name, time_range=time_range, space=space,
+            states=states, parameters=parameters, equations=equations, inits=inits,
+            data_sources=sources, observations=observations, derived=derived, solver=solver,
+            inference=inference, unsupported=unsupported, warnings=tuple(self.bag.warnings()))
+
+    # ---------------------------------------------------------------- constants
+    def evaluate_constants(self) -> None:
+        decls = {s.name.id: s for s in self.p.of_type(ast.ConstDecl)}
+        state: dict[str, str] = {}  # name -> 'visiting' | 'done'
+
+        def visit(name: str, chain: list[str]) -> None:
+            if state.get(name) == "done":
+                return
+            decl = decls[name]
+            if state.get(name) == "visiting":
+                cycle = " -> ".join(chain + [name])
+                self.bag.error("E208", f"constants depend on each other in a cycle: {cycle}", decl.name.span)
+                state[name] = "done"
+                return
+            state[name] = "visiting"
+            for node in iter_expr(decl.value):
+                if isinstance(node, ast.Name) and node.id in decls:
+                    visit(node.id, chain + [name])
+            state[name] = "done"
+            ok = True
+            for node in iter_expr(decl.value):
+                if isinstance(node, ast.Name) and node.id not in decls and node.id not in BUILTIN_CONSTANTS:
+                    k = self.kind(node.id)
+                    if k is None:
+                        self.unknown_name(node, list(decls))
+                    else:
+                        self.bag.error("E209", f"the constant '{name}' uses the {k} '{node.id}'; constants must "
+                                       "be known numbers", node.span,
+                                       help="use 'derive' for a quantity computed from parameters")
+                    ok = False
+                elif isinstance(node, (ast.Call,)) and node.func.id not in FUNCTIONS:
+                    self.bag.error("E230", f"unknown function '{node.func.id}'", node.func.span,
+                                   help=did_you_mean(node.func.id, FUNCTIONS))
+                    ok = False
+                elif isinstance(node, (ast.Attribute, ast.Index, ast.String, ast.ListExpr)):
+                    self.bag.error("E209", f"the constant '{name}' must be a number", node.span)
+                    ok = False
+            if ok and all(n in self.constants for n in _names(decl.value) if n in decls):
+                try:
+                    value = float(evaluate(decl.value, self.constants))
+                except (EvaluationError, TypeError, ValueError, ZeroDivisionError, OverflowError) as exc:
+                    self.bag.error("E209", f"the constant '{name}' cannot be computed: {exc}", decl.value.span)
+                    return
+                if not math.isfinite(value):
+                    self.bag.error("E209", f"the constant '{name}' is not a finite number ({value})", decl.value.span)
+                    return
+                self.constants[name] = value
+
+        for name in decls:
+            visit(name, [])
+
+    def constant_value(self, expr: ast.Expr, what: str) -> float | None:
+        """Evaluate an expression that must be a constant; report otherwise."""
+        for node in iter_expr(expr):
+            if isinstance(node, ast.Name) and node.id not in self.constants and node.id not in BUILTIN_CONSTANTS:
+                k = self.kind(node.id)
+                if k is None:
+                    self.unknown_name(node, list(self.constants))
+                elif k != "const":
+                    self.bag.error("E212", f"{what} must be a constant, but uses the {k} '{node.id}'", node.span)
+                return None
+        try:
+            value = float(evaluate(expr, self.constants))
+        except (EvaluationError, TypeError, ValueError) as exc:
+            self.bag.error("E212", f"{what} must be a number: {exc}", expr.span)
+            return None
+        return value
+
+    # ------------------------------------------------------------ time, space
+    def check_time(self, decl: ast.TimeDecl | None):
+        if decl is None:
+            return None, None
+        lo = self.constant_value(decl.interval.lower, "the start of the time range")
+        hi = self.constant_value(decl.interval.upper, "the end of the time range")
+        if lo is not None and hi is not None and not lo < hi:
+            self.bag.error("E214", f"the time range [{_fmt(lo)}, {_fmt(hi)}] is empty: the start must be below the end",
+                           decl.interval.span, help=f"write [{_fmt(min(lo, hi))}, {_fmt(max(lo, hi))}]")
+            return decl.name.id, None
+        return decl.name.id, (lo, hi) if lo is not None and hi is not None else None
+
+    def check_space(self) -> dict[str, tuple[float, float]]:
+        out = {}
+        for s in self.p.of_type(ast.SpaceDecl):
+            for v in s.variables:
+                lo = self.constant_value(v.interval.lower, f"the start of the range of '{v.name.id}'")
+                hi = self.constant_value(v.interval.upper, f"the end of the range of '{v.name.id}'")
+                if lo is not None and hi is not None:
+                    if not lo < hi:
+                        self.bag.error("E214", f"the range of '{v.name.id}' is empty: the start must be below the end",
+                                       v.interval.span)
+                    else:
+                        out[v.name.id] = (lo, hi)
+        return out
+
+    # -------------------------------------------------------------- parameters
+    def check_parameters(self) -> tuple[ParameterInfo, ...]:
+        infos: dict[str, ParameterInfo] = {}
+        decls = self.p.of_type(ast.ParamDecl)
+        for d in decls:
+            if self.declared.get(d.name.id, ("", None))[1] is not d.name.span:
+                continue  # a duplicate, already reported
+            spec = self.check_distribution(d.prior, role="prior")
+            deps = set()
+            for a in list(d.prior.args):
+                deps |= self.check_expression(a, allowed=("const", "param"), context="a prior's argument")
+            if d.name.id in deps:
+                self.bag.error("E216", f"the prior of '{d.name.id}' uses '{d.name.id}' itself", d.prior.span)
+            lower = upper = None
+            bounds_ok = True
+            for kw in d.bounds:
+                if kw.name.id not in ("lower", "upper"):
+                    self.bag.error("E213", f"unknown bound '{kw.name.id}'", kw.name.span,
+                                   help=did_you_mean(kw.name.id, ["lower", "upper"]) or "bounds are lower= and upper=")
+                    bounds_ok = False
+                    continue
+                v = self.constant_value(kw.value, f"the bound '{kw.name.id}'")
+                if v is None:
+                    bounds_ok = False
+                elif kw.name.id == "lower":
+                    lower = v
+                else:
+                    upper = v
+            if bounds_ok and lower is not None and upper is not None and not lower < upper:
+                self.bag.error("E214", f"the bounds of '{d.name.id}' are empty: lower={_fmt(lower)} is not below "
+                               f"upper={_fmt(upper)}", d.bounds[0].span if d.bounds else d.span)
+                bounds_ok = False
+            if spec is not None and bounds_ok:
+                const_args = [self._try_constant(a) for a in d.prior.args]
+                lo_s, hi_s = support_of(spec, const_args if len(const_args) == len(spec.parameters) else [None, None])
+                span = _join(d.bounds[0].span, d.bounds[-1].span) if d.bounds else d.prior.span
+                eff_lo = max(lo_s, lower) if lower is not None else lo_s
+                eff_hi = min(hi_s, upper) if upper is not None else hi_s
+                if not eff_lo < eff_hi:
+                    self.bag.error("E215", f"the bounds of '{d.name.id}' exclude the whole support "
+                                   f"{_interval(lo_s, hi_s)} of its {spec.name} prior", span,
+                                   help="change the bounds or choose a prior whose support meets them")
+                elif (lower is not None and lower < lo_s) or (upper is not None and upper > hi_s):
+                    bad = "lower" if lower is not None and lower < lo_s else "upper"
+                    val = lower if bad == "lower" else upper
+                    self.bag.error("E215", f"the bound {bad}={_fmt(val)} of '{d.name.id}' lies outside the support "
+                                   f"{_interval(lo_s, hi_s)} of its {spec.name} prior", span,
+                                   help=f"remove the bound; the {spec.name} prior already keeps '{d.name.id}' in "
+                                        f"{_interval(lo_s, hi_s)}")
+            infos[d.name.id] = ParameterInfo(d.name.id, d.size, d.prior.func.id, d.prior.args, lower, upper,
+                                             d.span, tuple(sorted(x for x in deps if x != d.name.id)))
+        return self._order_parameters(infos, {d.name.id: d for d in decls})
+
+    def _order_parameters(self, infos, decls) -> tuple[ParameterInfo, ...]:
+        ordered: list[ParameterInfo] = []
+        state: dict[str, str] = {}
+
+        def visit(name, chain):
+            if state.get(name) == "done" or name not in infos:
+                return
+            if state.get(name) == "visiting":
+                self.bag.error("E216", "parameter priors depend on each other in a cycle: "
+                               + " -> ".join(chain + [name]), decls[name].name.span)
+                return
+            state[name] = "visiting"
+            for dep in infos[name].depends_on:
+                visit(dep, chain + [name])
+            state[name] = "done"
+            ordered.append(infos[name])
+
+        for name in infos:
+            visit(name, [])
+        return tuple(ordered)
+
+    def _try_constant(self, expr: ast.Expr) -> float | None:
+        try:
+            return float(evaluate(expr, self.constants))
+        except (EvaluationError, TypeError, ValueError):
+            return None
+
+    def check_distribution(self, call: ast.Call, role: str):
+        spec = DISTRIBUTIONS.get(call.func.id)
+        if spec is None:
+            self.bag.error("E210", f"unknown distribution '{call.func.id}'", call.func.span,
+                           help=did_you_mean(call.func.id, DISTRIBUTIONS)
+                           or "known distributions: " + ", ".join(DISTRIBUTIONS))
+            return None
+        if role == "prior" and not spec.prior_allowed:
+            self.bag.error("E217", f"{spec.name} is a distribution of counts and cannot be a parameter's prior",
+                           call.func.span, help="parameters are continuous: use e.g. LogNormal or Gamma")
+            return None
+        if call.keywords:
+            self.bag.error("E211", f"{spec.name} takes its arguments by position: {spec.name}("
+                           + ", ".join(spec.parameters) + ")", call.keywords[0].span)
+            return None
+        if len(call.args) != len(spec.parameters):
+            n = len(spec.parameters)
+            self.bag.error("E211", f"{spec.name} takes {n} argument{'s' if n != 1 else ''} "
+                           f"({', '.join(spec.parameters)}), but {len(call.args)} "
+                           f"{'were' if len(call.args) != 1 else 'was'} given", call.span)
+            return None
+        for pname, arg in zip(spec.parameters, call.args):
+            v = self._try_constant(arg) if not _names(arg) - set(self.constants) - set(BUILTIN_CONSTANTS) else None
+            if v is not None and pname in spec.positive and not v > 0:
+                self.bag.error("E218", f"the {pname} of {spec.name} must be positive, but is {_fmt(v)}", arg.span)
+        if spec.name == "Uniform":
+            lo, hi = (self._try_constant(a) for a in call.args)
+            if lo is not None and hi is not None and not lo < hi:
+                self.bag.error("E218", f"Uniform needs low < high, but got low={_fmt(lo)}, high={_fmt(hi)}", call.span)
+        return spec
+
+    # --------------------------------------------------------------- expressions
+    def check_expression(self, expr: ast.Expr, allowed: tuple[str, ...], context: str,
+                         columns_of: str | None = None) -> set[str]:
+        """Check names and calls in an expression; return the parameters it uses."""
+        used_params: set[str] = set()
+        pool = [n for n in self.declared if self.kind(n) in allowed]
+        for node in iter_expr(expr):
+            if isinstance(node, ast.Name):
+                k = self.kind(node.id)
+                if node.id in BUILTIN_CONSTANTS and k is None:
+                    continue
+                if k is None:
+                    self.unknown_name(node, pool)
+                elif k not in allowed:
+                    self.bag.error("E219", f"{context} cannot use the {k} '{node.id}'", node.span,
+                                   help=_allowed_help(allowed))
+                elif k == "param":
+                    if node.id in self.vector_sizes and not self._indexed(expr, node):
+                        size = self.vector_sizes[node.id]
+                        self.bag.error("E271", f"'{node.id}' is a vector of {size}; use one element, "
+                                       f"{node.id}[1] to {node.id}[{size}]", node.span)
+                    used_params.add(node.id)
+            elif isinstance(node, ast.Index):
+                name = node.target.id
+                if name not in self.vector_sizes:
+                    k = self.kind(name)
+                    if k is None:
+                        self.unknown_name(node.target, pool)
+                    else:
+                        self.bag.error("E270", f"'{name}' is a {'scalar ' if k == 'param' else ''}{k}, not a "
+                                       "vector parameter, and cannot be indexed", node.span)
+                    continue
+                idx = node.index
+                if isinstance(idx, ast.Number) and float(idx.value).is_integer():
+                    i = int(idx.value)
+                    size = self.vector_sizes[name]
+                    if not 1 <= i <= size:
+                        self.bag.error("E270", f"index {i} is out of range for '{name}', which has {size} element"
+                                       f"{'s' if size != 1 else ''} (indices start at 1)", idx.span,
+                                       help=f"use {name}[1] to {name}[{size}]")
+                else:
+                    self.bag.error("E270", "an index must be a whole number such as k[1]", idx.span)
+                used_params.add(name)
+            elif isinstance(node, ast.Call):
+                fname = node.func.id
+                if fname == "der":
+                    self.bag.error("E227", f"der() cannot appear in {context}", node.span,
+                                   help="der(STATE) belongs on the left side of an equation")
+                elif fname in FUNCTIONS:
+                    arity = FUNCTIONS[fname][1]
+                    if len(node.args) != arity or node.keywords:
+                        self.bag.error("E231", f"{fname}() takes {arity} argument{'s' if arity != 1 else ''}, "
+                                       f"but {len(node.args) + len(node.keywords)} were given", node.span)
+                elif self.kind(fname) in ("unknown", "field"):
+                    if "unknown" not in allowed and "field" not in allowed:
+                        self.bag.error("E219", f"{context} cannot use the {self.kind(fname)} '{fname}'", node.span)
+                elif fname in DISTRIBUTIONS:
+                    self.bag.error("E230", f"the distribution '{fname}' cannot be used as a function here", node.span,
+                                   help="distributions appear after '~' in param and observe statements")
+                else:
+                    k = self.kind(fname)
+                    if k is not None:
+                        self.bag.error("E230", f"'{fname}' is a {k}, not a function", node.func.span)
+                    else:
+                        self.bag.error("E230", f"unknown function '{fname}'", node.func.span,
+                                       help=did_you_mean(fname, list(FUNCTIONS) + self.names_of("unknown"))
+                                       or "functions: " + ", ".join(FUNCTIONS))
+            elif isinstance(node, ast.Attribute):
+                if columns_of is None:
+                    self.bag.error("E219", f"{context} cannot use data columns", node.span)
+                elif node.source.id != columns_of:
+                    self.bag.error("E219", f"an observation of '{columns_of}' can only use columns of "
+                                   f"'{columns_of}', not of '{node.source.id}'", node.source.span)
+            elif isinstance(node, (ast.String, ast.ListExpr)):
+                self.bag.error("E219", f"{context} must be a numeric expression", node.span)
+        return used_params
+
+    @staticmethod
+    def _indexed(expr: ast.Expr, name_node: ast.Name) -> bool:
+        return any(isinstance(n, ast.Index) and n.target is name_node for n in iter_expr(expr))
+
+    # ---------------------------------------------------------------- equations
+    def check_equations(self, states, time_name) -> dict[str, ast.Expr]:
+        eqs: dict[str, ast.Expr] = {}
+        eq_spans: dict[str, Span] = {}
+        has_space = bool(self.p.of_type(ast.SpaceDecl))
+        for e in self.p.of_type(ast.EquationDecl):
+            if _mentions_field(e, self.names_of("field")):
+                continue  # a PDE: its checks belong to the field backend
+            lhs = e.lhs
+            if not (isinstance(lhs, ast.Call) and lhs.func.id == "der"):
+                self.bag.error("E225", "the left side of an ODE equation must be der(STATE)", lhs.span,
+                               help="write e.g. equation der(x) = -k * x")
+                continue
+            if len(lhs.args) != 1 or lhs.keywords:
+                if len(lhs.args) > 1 and not has_space:
+                    wrt = lhs.args[1]
+                    self.bag.error("E226", f"der() with respect to '{_text(wrt)}': partial derivatives need a "
+                                   "field and 'space' variables; for a state write der(STATE)", lhs.span)
+                else:
+                    self.bag.error("E226", "der() takes one state: der(STATE)", lhs.span)
+                continue
+            target = lhs.args[0]
+            if not isinstance(target, ast.Name):
+                self.bag.error("E226", "der() takes the name of a state", target.span)
+                continue
+            k = self.kind(target.id)
+            if k is None:
+                self.bag.error("E224", f"equation for '{target.id}', which is not declared", target.span,
+                               help=did_you_mean(target.id, states) or f"declare it: state {target.id}")
+                continue
+            if k != "state":
+                self.bag.error("E224", f"der() of '{target.id}', which is a {k}, not a state", target.span,
+                               help=f"only states have time derivatives; declare 'state {target.id}'"
+                               if k == "param" else None)
+                continue
+            if target.id in eqs:
+                self.bag.error("E221", f"'{target.id}' has two equations (the first is on line "
+                               f"{eq_spans[target.id].line})", e.span, help="write one equation per state")
+                continue
+            self.check_expression(e.rhs, allowed=("const", "param", "state", "time variable", "unknown"),
+                                  context="an ODE right-hand side")
+            eqs[target.id] = e.rhs
+            eq_spans[target.id] = e.span
+        for s in self.p.of_type(ast.StateDecl):
+            for n in s.names:
+                if n.id not in eqs and self.declared.get(n.id, ("", None))[1] is n.span:
+                    self.bag.error("E220", f"the state '{n.id}' has no equation", n.span,
+                                   help=f"add: equation der({n.id}) = ...")
+        if eqs and time_name is None:
+            self.bag.error("E228", "the model has ODE equations but no time variable",
+                           next(iter(eq_spans.values())), help="declare one: time t in [0, 10]")
+        return eqs
+
+    def check_inits(self, states) -> dict[str, ast.Expr]:
+        inits: dict[str, ast.Expr] = {}
+        spans: dict[str, Span] = {}
+        for i in self.p.of_type(ast.InitDecl):
+            k = self.kind(i.name.id)
+            if k is None:
+                self.bag.error("E232", f"initial value for '{i.name.id}', which is not declared", i.name.span,
+                               help=did_you_mean(i.name.id, states))
+                continue
+            if k != "state":
+                self.bag.error("E232", f"'init' sets the initial value of a state, but '{i.name.id}' is a {k}",
+                               i.name.span)
+                continue
+            if i.name.id in inits:
+                self.bag.error("E223", f"'{i.name.id}' has two initial values (the first is on line "
+                               f"{spans[i.name.id].line})", i.span)
+                continue
+            self.check_expression(i.value, allowed=("const", "param"), context="an initial value")
+            inits[i.name.id] = i.value
+            spans[i.name.id] = i.span
+        for s in self.p.of_type(ast.StateDecl):
+            for n in s.names:
+                if n.id not in inits and self.declared.get(n.id, ("", None))[1] is n.span:
+                    self.bag.error("E222", f"the state '{n.id}' has no initial value", n.span,
+                                   help=f"add: init {n.id} = ...")
+        return inits
+
+    # --------------------------------------------------------------------- data
+    def check_data(self, time_name, space) -> tuple[DataSourceInfo, ...]:
+        out = []
+        coordinates = ([time_name] if time_name else []) + list(space)
+        for d in self.p.of_type(ast.DataDecl):
+            src = d.source
+            if src.func.id != "csv":
+                self.bag.error("E240", f"unknown data format '{src.func.id}'", src.func.span,
+                               help=did_you_mean(src.func.id, ["csv"]) or "data sources are read with csv(\"file.csv\")")
+                continue
+            if len(src.args) != 1 or not isinstance(src.args[0], ast.String):
+                self.bag.error("E240", "csv() takes the file name as a string first: csv(\"file.csv\", t = column)",
+                               src.span)
+                continue
+            bindings = []
+            for kw in src.keywords:
+                if kw.name.id not in coordinates:
+                    self.bag.error("E241", f"'{kw.name.id}' is not a coordinate of the model; a csv() binding "
+                                   "names the time or a space variable", kw.name.span,
+                                   help=did_you_mean(kw.name.id, coordinates)
+                                   or (f"bind the time: {time_name} = COLUMN" if time_name else None))
+                    continue
+                for node in iter_expr(kw.value):
+                    if isinstance(node, (ast.Attribute, ast.Index, ast.String, ast.ListExpr)):
+                        self.bag.error("E241", "a binding is a column name or an expression of columns", node.span)
+                    elif isinstance(node, ast.Call) and node.func.id not in FUNCTIONS:
+                        self.bag.error("E230", f"unknown function '{node.func.id}'", node.func.span,
+                                       help=did_you_mean(node.func.id, FUNCTIONS))
+                bindings.append((kw.name.id, kw.value))
+            if d.fidelity is not None and self.kind(d.fidelity.id) != "fidelity level":
+                self.bag.error("E242", f"unknown fidelity level '{d.fidelity.id}'", d.fidelity.span,
+                               help=did_you_mean(d.fidelity.id, self.names_of("fidelity level")))
+            path = Path(src.args[0].value)
+            out.append(DataSourceInfo(d.name.id, path, src.args[0].span, tuple(bindings),
+                                      d.fidelity.id if d.fidelity else None, d.span))
+        return tuple(out)
+
+    def check_observations(self, sources, time_name) -> tuple[ObservationInfo, ...]:
+        out = []
+        names = {s.name for s in sources}
+        seen: dict[str, Span] = {}
+        for o in self.p.of_type(ast.ObserveDecl):
+            src = o.target.source
+            if self.kind(src.id) != "data source":
+                k = self.kind(src.id)
+                self.bag.error("E243", f"'{src.id}' is not a data source" if k else f"unknown data source '{src.id}'",
+                               src.span, help=did_you_mean(src.id, names) or f"declare it: data {src.id} = csv(\"...\")")
+                continue
+            key = f"{src.id}.{o.target.column.id}"
+            if key in seen:
+                self.bag.error("E244", f"'{key}' is observed twice (first on line {seen[key].line})", o.target.span)
+                continue
+            seen[key] = o.span
+            spec = self.check_distribution(o.distribution, role="observation")
+            for a in o.distribution.args:
+                self.check_expression(a, allowed=("const", "param", "state", "time variable", "unknown", "field"),
+                                      context="an observation's argument", columns_of=src.id)
+            if spec is not None:
+                out.append(ObservationInfo(src.id, o.target.column.id, o.target.column.span, spec.name,
+                                           o.distribution.args, o.span))
+        observed = {o.target.source.id for o in self.p.of_type(ast.ObserveDecl)}
+        for s in sources:
+            if s.name not in observed:
+                self.bag.warning("W240", f"the data source '{s.name}' is never observed", s.span,
+                                 help=f"add: observe {s.name}.COLUMN ~ Normal(STATE, sigma)")
+        return tuple(out)
+
+    def check_derived(self):
+        out = []
+        for d in self.p.of_type(ast.DeriveDecl):
+            self.check_expression(d.value, allowed=("const", "param"), context="a derived quantity")
+            out.append((d.name.id, d.value))
+        return tuple(out)
+
+    # ----------------------------------------------------------------- settings
+    def _options(self, method: ast.Method, schema: dict[str, type], what: str) -> dict:
+        opts = {}
+        if method.args:
+            self.bag.error("E261", f"{what} options are named, e.g. {method.name.id}({next(iter(schema), 'x')}=...)",
+                           method.args[0].span)
+        for kw in method.keywords:
+            key = kw.name.id
+            if key not in schema:
+                self.bag.error("E261", f"unknown option '{key}' for {what} '{method.name.id}'", kw.name.span,
+                               help=did_you_mean(key, schema) or "options: " + ", ".join(schema))
+                continue
+            if key in opts:
+                self.bag.error("E261", f"option '{key}' is given twice", kw.span)
+                continue
+            typ = schema[key]
+            if typ is str:
+                if isinstance(kw.value, ast.Name):
+                    opts[key] = kw.value.id
+                elif isinstance(kw.value, ast.String):
+                    opts[key] = kw.value.value
+                else:
+                    self.bag.error("E262", f"option '{key}' takes a word", kw.value.span)
+                continue
+            v = self.constant_value(kw.value, f"option '{key}'")
+            if v is None:
+                continue
+            if typ is int:
+                if not float(v).is_integer():
+                    self.bag.error("E262", f"option '{key}' must be a whole number, not {_fmt(v)}", kw.value.span)
+                    continue
+                v = int(v)
+            opts[key] = v
+        return opts
+
+    def check_solver(self) -> SolverSettings:
+        decls = self.p.of_type(ast.SolverDecl)
+        for extra in decls[1:]:
+            self.bag.error("E260", "the solver is set twice", extra.span)
+        if not decls:
+            return SolverSettings()
+        m = decls[0].method
+        if m.name.id not in SOLVERS:
+            self.bag.error("E260", f"unknown solver '{m.name.id}'", m.name.span,
+                           help=did_you_mean(m.name.id, SOLVERS) or "solvers: rk45, stiff (alias bdf), auto")
+            return SolverSettings()
+        o = self._options(m, SOLVER_OPTIONS, "solver")
+        for key in ("rtol", "atol"):
+            if key in o and not o[key] > 0:
+                self.bag.error("E262", f"solver option '{key}' must be positive", _kw_span(m, key))
+        if "max_steps" in o and o["max_steps"] < 1:
+            self.bag.error("E262", "solver option 'max_steps' must be at least 1", _kw_span(m, "max_steps"))
+        return SolverSettings(SOLVERS[m.name.id], float(o.get("rtol", 1e-6)), float(o.get("atol", 1e-8)),
+                              int(o.get("max_steps", 100_000)))
+
+    def check_inference(self) -> InferenceSettings:
+        decls = self.p.of_type(ast.InferDecl)
+        for extra in decls[1:]:
+            self.bag.error("E263", "the inference method is set twice", extra.span)
+        if not decls:
+            return InferenceSettings()
+        m = decls[0].method
+        if m.name.id not in INFER_OPTIONS:
+            self.bag.error("E263", f"unknown inference method '{m.name.id}'", m.name.span,
+                           help=did_you_mean(m.name.id, INFER_OPTIONS) or "methods: nuts, map, svi")
+            return InferenceSettings()
+        o = self._options(m, INFER_OPTIONS[m.name.id], "inference method")
+        for key in ("chains", "draws", "steps", "starts", "max_iter", "max_tree_depth", "thin"):
+            if key in o and o[key] < 1:
+                self.bag.error("E262", f"option '{key}' must be at least 1", _kw_span(m, key))
+        for key in ("warmup", "seed"):
+            if key in o and o[key] < 0:
+                self.bag.error("E262", f"option '{key}' cannot be negative", _kw_span(m, key))
+        if "target_accept" in o and not 0 < o["target_accept"] < 1:
+            self.bag.error("E262", "option 'target_accept' must lie between 0 and 1 (e.g. 0.9)",
+                           _kw_span(m, "target_accept"))
+        if "lr" in o and not o["lr"] > 0:
+            self.bag.error("E262", "option 'lr' must be positive", _kw_span(m, "lr"))
+        if "metric" in o and o["metric"] not in METRICS:
+            self.bag.error("E262", f"unknown metric '{o['metric']}'", _kw_span(m, "metric"),
+                           help=did_you_mean(o["metric"], METRICS) or "metrics: diag, dense")
+        if "init" in o and o["init"] not in INITS:
+            self.bag.error("E262", f"unknown init '{o['init']}'", _kw_span(m, "init"),
+                           help=did_you_mean(o["init"], INITS) or "inits: " + ", ".join(INITS))
+        return InferenceSettings(m.name.id, tuple(sorted(o.items())))
+
+    # ------------------------------------------------------- later statements
+    def check_later_statements(self, space, time_name):
+        out = []
+        coords = list(space) + ([time_name] if time_name else [])
+        ranges = dict(space)
+        for s in self.p.statements:
+            kind = _LATER.get(type(s))
+            if kind is None:
+                continue
+            out.append((kind, s.span))
+            if isinstance(s, (ast.FieldDecl, ast.UnknownDecl)):
+                args = s.arguments if isinstance(s, ast.FieldDecl) else s.inputs
+                if isinstance(s, ast.FieldDecl) and not space:
+                    self.bag.error("E280", f"the field '{s.name.id}' needs space variables, but the model has "
+                                   "no 'space' statement", s.name.span, help="declare one: space x in [0, 1]")
+                for a in args:
+                    if isinstance(s, ast.FieldDecl) and space and a.id not in coords:
+                        self.bag.error("E281", f"'{a.id}' is not a space or time variable", a.span,
+                                       help=did_you_mean(a.id, coords))
+                    elif isinstance(s, ast.UnknownDecl) and self.kind(a.id) is None:
+                        self.unknown_name(a, self.names_of("state", "space variable", "time variable", "field",
+                                                           "param", "const"))
+            elif isinstance(s, (ast.BoundaryDecl, ast.InitialDecl)):
+                self._check_condition(s, space, time_name, ranges)
+        return tuple(out)
+
+    def _check_condition(self, s, space, time_name, ranges):
+        lhs = s.lhs
+        if not (isinstance(lhs, ast.Call) and self.kind(lhs.func.id) == "field"):
+            self.bag.error("E282", f"a{'n' if isinstance(s, ast.InitialDecl) else ''} "
+                           f"{'initial' if isinstance(s, ast.InitialDecl) else 'boundary'} condition sets a field "
+                           "at some coordinates, e.g. u(0, t) = 0", lhs.span)
+            return
+        field_decl = next(f for f in self.p.of_type(ast.FieldDecl) if f.name.id == lhs.func.id)
+        if len(lhs.args) != len(field_decl.arguments):
+            self.bag.error("E283", f"the field '{lhs.func.id}' takes {len(field_decl.arguments)} arguments "
+                           f"({', '.join(a.id for a in field_decl.arguments)}), but {len(lhs.args)} were given",
+                           lhs.span)
+            return
+        fixed = [(param.id, arg) for param, arg in zip(field_decl.arguments, lhs.args) if not isinstance(arg, ast.Name)]
+        if isinstance(s, ast.InitialDecl):
+            if not any(name == time_name for name, _ in fixed):
+                self.bag.error("E284", "an initial condition fixes the time argument, e.g. u(x, 0)", lhs.span)
+            return
+        for name, arg in fixed:
+            v = self.constant_value(arg, f"the coordinate '{name}'")
+            if v is None or name not in ranges:
+                continue
+            lo, hi = ranges[name]
+            if not (math.isclose(v, lo, abs_tol=1e-12) or math.isclose(v, hi, abs_tol=1e-12)):
+                self.bag.error("E284", f"this boundary condition sits at {name} = {_fmt(v)}, which is not an edge "
+                               f"of the domain {name} in [{_fmt(lo)}, {_fmt(hi)}]", arg.span,
+                               help=f"use {name} = {_fmt(lo)} or {name} = {_fmt(hi)}")
+        if not fixed:
+            self.bag.error("E284", "a boundary condition fixes one space coordinate at an edge, e.g. u(0, t)",
+                           lhs.span)
+
+
+# --------------------------------------------------------------------- utils
+def _names(expr: ast.Expr) -> set[str]:
+    return {n.id for n in iter_expr(expr) if isinstance(n, ast.Name)}
+
+
+def _mentions_field(e: ast.EquationDecl, fields: list[str]) -> bool:
+    nodes = list(iter_expr(e.lhs)) + list(iter_expr(e.rhs))
+    return any((isinstance(n, ast.Name) and n.id in fields) or
+               (isinstance(n, ast.Call) and n.func.id == "laplacian") for n in nodes)
+
+
+def _fmt(v: float) -> str:
+    if v is None:
+        return "?"
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:g}"
+
+
+def _interval(lo: float, hi: float) -> str:
+    left = "(-inf" if lo == -math.inf else f"[{_fmt(lo)}"
+    right = "inf)" if hi == math.inf else f"{_fmt(hi)}]"
+    return f"{left}, {right}"
+
+
+def _join(a: Span, b: Span) -> Span:
+    return Span(a.line, a.column, b.end_line, b.end_column)
+
+
+def _kw_span(m: ast.Method, key: str) -> Span:
+    return next((k.span for k in m.keywords if k.name.id == key), m.span)
+
+
+def _text(e: ast.Expr) -> str:
+    return e.id if isinstance(e, ast.Name) else "?"
+
+
+def _allowed_help(allowed: tuple[str, ...]) -> str:
+    return "here you may use: " + ", ".join(a + "s" for a in allowed)

@@ -1,0 +1,94 @@
+"""The checked model: names resolved, constants evaluated, settings validated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from msml_dsl.errors import Diagnostic, Span
+from msml_dsl.syntax import ast
+
+
+@dataclass(frozen=True)
+class ParameterInfo:
+    name: str
+    size: int | None               # None: scalar
+    distribution: str
+    args: tuple[ast.Expr, ...]
+    lower: float | None
+    upper: float | None
+    span: Span
+    depends_on: tuple[str, ...]    # other parameters in the prior's arguments
+
+
+@dataclass(frozen=True)
+class DataSourceInfo:
+    name: str
+    path: Path
+    path_span: Span
+    bindings: tuple[tuple[str, ast.Expr], ...]   # model variable -> column expression
+    fidelity: str | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class ObservationInfo:
+    source: str
+    column: str
+    column_span: Span
+    distribution: str
+    args: tuple[ast.Expr, ...]
+    span: Span
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}.{self.column}"
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    method: str = "rk45"
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    max_steps: int = 100_000
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    method: str = "nuts"
+    options: tuple[tuple[str, object], ...] = ()
+
+    def get(self, key: str, default=None):
+        return dict(self.options).get(key, default)
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """The output of the ``check`` stage."""
+
+    program: ast.Program
+    name: str
+    title: str | None
+    base_dir: Path
+    constants: dict[str, float]
+    time: str | None
+    time_range: tuple[float, float] | None
+    space: dict[str, tuple[float, float]]
+    states: tuple[str, ...]
+    parameters: tuple[ParameterInfo, ...]       # in dependency order
+    equations: dict[str, ast.Expr]              # state -> right-hand side
+    inits: dict[str, ast.Expr]
+    data_sources: tuple[DataSourceInfo, ...]
+    observations: tuple[ObservationInfo, ...]
+    derived: tuple[tuple[str, ast.Expr], ...]
+    solver: SolverSettings
+    inference: InferenceSettings
+    unsupported: tuple[tuple[str, Span], ...]   # statements with no backend yet
+    warnings: tuple[Diagnostic, ...] = field(default=())
+
+    @property
+    def file(self) -> str:
+        return self.program.file
+
+    def parameter(self, name: str) -> ParameterInfo:
+        return next(p for p in self.parameters if p.name == name)
