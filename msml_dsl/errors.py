@@ -135,7 +135,7 @@ def _sort_key(d: Diagnostic):
     return (d.file or "", d.span.line if d.span else 10**9, d.span.column if d.span else 0, d.code)
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> str | None:
     """A close spelling among ``candidates`` as a help sentence, or None.
 
     >>> did_you_mean("betta", ["beta", "gamma"])
@@ -145,7 +145,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
     lowered = {c.lower(): c for c in pool}
     if name.lower() in lowered and lowered[name.lower()] != name:
         return f"did you mean '{lowered[name.lower()]}'?"
-    matches = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    matches = difflib.get_close_matches(name, pool, n=1, cutoff=cutoff)
     return f"did you mean '{matches[0]}'?" if matches else None
 
 

@@ -28,6 +28,10 @@ INFER_OPTIONS: dict[str, dict[str, type]] = {
     "svi": {"steps": int, "lr": float, "seed": int, "draws": int},
 }
 METRICS = ("diag", "dense")
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "sin", "gelu", "softplus", "silu", "elu")
+KERNELS = ("rbf", "matern32", "matern52", "periodic")
+REPRESENTATIONS = {"field": ("mlp",), "unknown": ("mlp", "gp", "library")}
+COLLOCATION_METHODS = ("sobol", "halton", "uniform", "grid")
 INITS = ("map", "prior", "uniform")
 
 # Statements that parse and check but have no backend yet (later issues).
@@ -132,6 +136,7 @@ class _Checker:
 
         self.evaluate_constants()
         time_name, time_range = self.check_time(times[0] if times else None)
+        self.time_range = time_range
         space = self.check_space()
         states = tuple(n.id for s in p.of_type(ast.StateDecl) for n in s.names)
         parameters = self.check_parameters()
@@ -266,7 +271,13 @@ class _Checker:
                 self.bag.error("E216", f"the prior of '{d.name.id}' uses '{d.name.id}' itself", d.prior.span)
             lower = upper = None
             bounds_ok = True
+            seen_bounds: set[str] = set()
             for kw in d.bounds:
+                if kw.name.id in seen_bounds:
+                    self.bag.error("E213", f"the bound '{kw.name.id}' is given twice", kw.span)
+                    bounds_ok = False
+                    continue
+                seen_bounds.add(kw.name.id)
                 if kw.name.id not in ("lower", "upper"):
                     self.bag.error("E213", f"unknown bound '{kw.name.id}'", kw.name.span,
                                    help=did_you_mean(kw.name.id, ["lower", "upper"]) or "bounds are lower= and upper=")
@@ -578,7 +589,8 @@ class _Checker:
             seen[key] = o.span
             spec = self.check_distribution(o.distribution, role="observation")
             for a in o.distribution.args:
-                self.check_expression(a, allowed=("const", "param", "state", "time variable", "unknown", "field"),
+                self.check_expression(a, allowed=("const", "param", "state", "time variable", "unknown", "field",
+                                                  "fidelity level", "space variable"),
                                       context="an observation's argument", columns_of=src.id)
             if spec is not None:
                 out.append(ObservationInfo(src.id, o.target.column.id, o.target.column.span, spec.name,
@@ -592,8 +604,16 @@ class _Checker:
 
     def check_derived(self):
         out = []
+        defined: set[str] = set()
         for d in self.p.of_type(ast.DeriveDecl):
-            self.check_expression(d.value, allowed=("const", "param"), context="a derived quantity")
+            self.check_expression(d.value, allowed=("const", "param", "derived quantity"),
+                                  context="a derived quantity")
+            for node in iter_expr(d.value):
+                if isinstance(node, ast.Name) and self.kind(node.id) == "derived quantity" and node.id not in defined:
+                    self.bag.error("E250", f"the derived quantity '{d.name.id}' uses '{node.id}', which is derived "
+                                   "later in the file (or is itself)", node.span,
+                                   help=f"move 'derive {node.id}' above this line")
+            defined.add(d.name.id)
             out.append((d.name.id, d.value))
         return tuple(out)
 
@@ -694,6 +714,15 @@ class _Checker:
                 continue
             out.append((kind, s.span))
             if isinstance(s, (ast.FieldDecl, ast.UnknownDecl)):
+                self._check_representation(s)
+            if isinstance(s, ast.CollocationDecl):
+                if s.count < 1:
+                    self.bag.error("E287", "collocation needs at least 1 point", s.span)
+                if s.method is not None and s.method.id not in COLLOCATION_METHODS:
+                    self.bag.error("E287", f"unknown collocation method '{s.method.id}'", s.method.span,
+                                   help=did_you_mean(s.method.id, COLLOCATION_METHODS)
+                                   or "methods: " + ", ".join(COLLOCATION_METHODS))
+            if isinstance(s, (ast.FieldDecl, ast.UnknownDecl)):
                 args = s.arguments if isinstance(s, ast.FieldDecl) else s.inputs
                 if isinstance(s, ast.FieldDecl) and not space:
                     self.bag.error("E280", f"the field '{s.name.id}' needs space variables, but the model has "
@@ -707,7 +736,64 @@ class _Checker:
                                                            "param", "const"))
             elif isinstance(s, (ast.BoundaryDecl, ast.InitialDecl)):
                 self._check_condition(s, space, time_name, ranges)
+        for e in self.p.of_type(ast.EquationDecl):
+            if _mentions_field(e, self.names_of("field")):
+                self._check_pde_equation(e)
         return tuple(out)
+
+    def _check_representation(self, s) -> None:
+        what = "field" if isinstance(s, ast.FieldDecl) else "unknown"
+        rep = s.representation
+        allowed = REPRESENTATIONS[what]
+        if rep.func.id not in allowed:
+            self.bag.error("E285", f"unknown representation '{rep.func.id}' for {'a' if what == 'field' else 'an'} "
+                           f"{what}", rep.func.span,
+                           help=did_you_mean(rep.func.id, allowed) or "use one of: " + ", ".join(allowed))
+            return
+        act = rep.keyword("activation")
+        if act is not None:
+            word = act.value.id if isinstance(act.value, ast.Name) else None
+            if word not in ACTIVATIONS:
+                self.bag.error("E286", f"unknown activation '{word or '?'}'", act.value.span,
+                               help=did_you_mean(word or "", ACTIVATIONS) or "activations: " + ", ".join(ACTIVATIONS))
+        kernel = rep.keyword("kernel")
+        if rep.func.id == "gp" and kernel is not None:
+            word = kernel.value.id if isinstance(kernel.value, ast.Name) else None
+            if word not in KERNELS:
+                self.bag.error("E286", f"unknown kernel '{word or '?'}'", kernel.value.span,
+                               help=did_you_mean(word or "", KERNELS) or "kernels: " + ", ".join(KERNELS))
+
+    def _check_pde_equation(self, e: ast.EquationDecl) -> None:
+        fields = {f.name.id: [a.id for a in f.arguments] for f in self.p.of_type(ast.FieldDecl)}
+        allowed = ("const", "param", "field", "space variable", "time variable", "unknown", "state")
+        skip: set[int] = set()
+        for side in (e.lhs, e.rhs):
+            for node in iter_expr(side):
+                if isinstance(node, ast.Call) and node.func.id in ("der", "laplacian"):
+                    if not node.args or not isinstance(node.args[0], ast.Name) or node.args[0].id not in fields:
+                        self.bag.error("E288", f"{node.func.id}() takes a field first, e.g. {node.func.id}(u, x)",
+                                       node.span)
+                        continue
+                    variables = fields[node.args[0].id]
+                    skip.add(id(node.args[0]))
+                    for a in node.args[1:]:
+                        skip.add(id(a))
+                        if not isinstance(a, ast.Name) or a.id not in variables:
+                            self.bag.error("E288", f"der({node.args[0].id}, {_text(a)}): '{_text(a)}' is not a "
+                                           f"variable of the field {node.args[0].id}({', '.join(variables)})", a.span,
+                                           help=did_you_mean(_text(a), variables))
+                    if node.func.id == "der" and len(node.args) < 2:
+                        self.bag.error("E288", "a partial derivative names its variables: der(u, x)", node.span)
+                elif isinstance(node, ast.Call) and node.func.id in fields:
+                    if len(node.args) != len(fields[node.func.id]):
+                        self.bag.error("E283", f"the field '{node.func.id}' takes {len(fields[node.func.id])} "
+                                       f"arguments, but {len(node.args)} were given", node.span)
+                elif isinstance(node, ast.Name) and id(node) not in skip:
+                    k = self.kind(node.id)
+                    if k is None and node.id not in BUILTIN_CONSTANTS:
+                        self.unknown_name(node, [n for n in self.declared if self.kind(n) in allowed])
+                    elif k is not None and k not in allowed:
+                        self.bag.error("E219", f"a PDE cannot use the {k} '{node.id}'", node.span)
 
     def _check_condition(self, s, space, time_name, ranges):
         lhs = s.lhs
@@ -724,8 +810,15 @@ class _Checker:
             return
         fixed = [(param.id, arg) for param, arg in zip(field_decl.arguments, lhs.args) if not isinstance(arg, ast.Name)]
         if isinstance(s, ast.InitialDecl):
-            if not any(name == time_name for name, _ in fixed):
+            at = [(name, arg) for name, arg in fixed if name == time_name]
+            if not at:
                 self.bag.error("E284", "an initial condition fixes the time argument, e.g. u(x, 0)", lhs.span)
+            elif self.time_range is not None:
+                v = self.constant_value(at[0][1], "the initial time")
+                if v is not None and not math.isclose(v, self.time_range[0], abs_tol=1e-12):
+                    self.bag.error("E284", f"this initial condition sits at {time_name} = {_fmt(v)}, but the time "
+                                   f"range starts at {_fmt(self.time_range[0])}", at[0][1].span,
+                                   help=f"use {time_name} = {_fmt(self.time_range[0])}")
             return
         for name, arg in fixed:
             v = self.constant_value(arg, f"the coordinate '{name}'")

@@ -1,0 +1,3 @@
+from msml_dsl.cli import entry_point
+
+entry_point()

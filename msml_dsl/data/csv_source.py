@@ -1,0 +1,179 @@
+"""Reading CSV data and binding columns to model variables (the ``bind data`` stage).
+
+Every problem names the file, the column and the row (as the line number in
+the file, the header being line 1), and all problems are reported together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from msml_dsl.errors import DiagnosticBag, did_you_mean
+from msml_dsl.semantics.model import CheckedModel, DataSourceInfo
+from msml_dsl.syntax import ast
+from msml_dsl.syntax.evaluate import EvaluationError, evaluate
+from msml_dsl.syntax.parser import iter_expr
+
+
+@dataclass(frozen=True)
+class DataTable:
+    """One data source after validation."""
+
+    name: str
+    path: Path
+    columns: dict[str, np.ndarray]          # float64, NaN where a cell is empty
+    coordinates: dict[str, np.ndarray]      # bound model variables (e.g. time) per row
+    file_lines: np.ndarray                  # line in the file of each row
+    n_rows: int = field(default=0)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load_data(model: CheckedModel) -> dict[str, DataTable]:
+    """Read every data source of a checked model, validating what the model uses.
+
+    >>> # load_data(check(parse_file("models/lotka_volterra/model.msml")))["pelts"].n_rows
+    """
+    import pandas as pd  # pandas costs ~0.3 s to import; only data-binding needs it
+
+    bag = DiagnosticBag(file=model.file)
+    tables: dict[str, DataTable] = {}
+    for src in model.data_sources:
+        path = (model.base_dir / src.path) if not src.path.is_absolute() else src.path
+        shown = _display(path)
+        if not path.is_file():
+            nearby = sorted(p.name for p in path.parent.glob("*.csv")) if path.parent.is_dir() else []
+            bag.error("E301", f"data file '{src.path}' does not exist (looked for {shown})", src.path_span,
+                      help=did_you_mean(src.path.name, nearby, cutoff=0.8) or
+                      (f"CSV files next to the model: {', '.join(nearby)}" if nearby else None))
+            continue
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            bag.error("E302", f"cannot read '{shown}' as CSV: {str(exc).strip().splitlines()[0]}", src.path_span)
+            continue
+        frame.columns = [str(c).strip() for c in frame.columns]
+        needed = _columns_used(model, src)
+        missing = False
+        for column, span in needed.items():
+            if column not in frame.columns:
+                bag.error("E303", f"'{shown}' has no column '{column}'", span,
+                          help=did_you_mean(column, frame.columns) or f"its columns: {', '.join(frame.columns)}")
+                missing = True
+        if missing:
+            continue
+        columns: dict[str, np.ndarray] = {}
+        for column in needed:
+            values = np.full(len(frame), np.nan)
+            for i, cell in enumerate(frame[column].tolist()):
+                text = cell.strip()
+                if text == "" or text.lower() in ("na", "nan"):
+                    continue
+                try:
+                    values[i] = float(text)
+                except ValueError:
+                    bag.error("E304", f"'{shown}' line {i + 2}, column '{column}': '{text}' is not a number",
+                              needed[column], help="use a number, or leave the cell empty for a missing value")
+            columns[column] = values
+        lines = np.arange(len(frame)) + 2
+        coordinates = {}
+        for var, expr in src.bindings:
+            try:
+                with np.errstate(all="ignore"):
+                    coordinates[var] = np.asarray(evaluate(expr, columns), dtype=float) * np.ones(len(frame))
+            except EvaluationError as exc:
+                bag.error("E305", f"cannot compute '{var}' from the columns of '{shown}': {exc}", expr.span)
+        tables[src.name] = DataTable(src.name, path, columns, coordinates, lines, len(frame))
+        if model.time and model.time in coordinates:
+            _check_time_column(bag, model, src, shown, coordinates[model.time], lines)
+        elif model.time and any(o.source == src.name for o in model.observations) and model.states:
+            if "t" not in frame.columns and model.time not in frame.columns:
+                bag.error("E306", f"the data source '{src.name}' does not say which column is the time",
+                          src.span, help=f"bind it: csv(\"{src.path}\", {model.time} = COLUMN)")
+            else:
+                col = model.time if model.time in frame.columns else "t"
+                values = np.array([_to_float(c) for c in frame[col].tolist()])
+                coordinates[model.time] = values
+                _check_time_column(bag, model, src, shown, values, lines, column=col)
+    _check_observed_values(bag, model, tables)
+    bag.raise_if_errors({model.file: model.program.source})
+    return tables
+
+
+def _to_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def _columns_used(model: CheckedModel, src: DataSourceInfo) -> dict[str, object]:
+    needed: dict[str, object] = {}
+    for _, expr in src.bindings:
+        for node in iter_expr(expr):
+            if isinstance(node, ast.Name):
+                needed.setdefault(node.id, node.span)
+    for obs in model.observations:
+        if obs.source != src.name:
+            continue
+        needed.setdefault(obs.column, obs.column_span)
+        for a in obs.args:
+            for node in iter_expr(a):
+                if isinstance(node, ast.Attribute):
+                    needed.setdefault(node.column.id, node.column.span)
+    return needed
+
+
+def _check_time_column(bag, model, src, shown, values, lines, column: str | None = None) -> None:
+    span = next((e.span for v, e in src.bindings if v == model.time), src.span)
+    label = f"column '{column}'" if column else f"the time ('{model.time}')"
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        bag.error("E307", f"'{shown}' line {lines[bad[0]]}: {label} is missing or not a number", span,
+                  help="every row needs a time")
+        return
+    drops = np.flatnonzero(np.diff(values) < 0)
+    if drops.size:
+        i = drops[0] + 1
+        bag.error("E308", f"'{shown}' line {lines[i]}: {label} goes back in time "
+                  f"({values[i - 1]:g} then {values[i]:g}); rows must be sorted by time", span,
+                  help="sort the file by time")
+    if model.time_range is not None:
+        lo, hi = model.time_range
+        outside = np.flatnonzero((values < lo) | (values > hi))
+        if outside.size:
+            i = outside[0]
+            bag.error("E309", f"'{shown}' line {lines[i]}: time {values[i]:g} lies outside the model's time range "
+                      f"[{lo:g}, {hi:g}]", span, help="widen the 'time' range or drop the row")
+
+
+def _check_observed_values(bag, model: CheckedModel, tables: dict[str, DataTable]) -> None:
+    for obs in model.observations:
+        table = tables.get(obs.source)
+        if table is None or obs.column not in table.columns:
+            continue
+        values = table.columns[obs.column]
+        finite = np.isfinite(values)
+        shown = _display(table.path)
+        if obs.distribution in ("Poisson", "NegBinomial2"):
+            bad = np.flatnonzero(finite & ((values < 0) | (values != np.round(values))))
+            if bad.size:
+                i = bad[0]
+                bag.error("E310", f"'{shown}' line {table.file_lines[i]}, column '{obs.column}': {values[i]:g} is not a "
+                          f"count, but {obs.distribution} observes counts (whole numbers >= 0)", obs.span)
+        elif obs.distribution in ("LogNormal", "Gamma", "Exponential", "HalfNormal"):
+            bad = np.flatnonzero(finite & (values <= 0))
+            if bad.size:
+                i = bad[0]
+                bag.error("E310", f"'{shown}' line {table.file_lines[i]}, column '{obs.column}': {values[i]:g} is not "
+                          f"positive, but {obs.distribution} observes positive values", obs.span)
+        if not finite.any():
+            bag.error("E311", f"'{shown}': column '{obs.column}' has no values", obs.column_span)

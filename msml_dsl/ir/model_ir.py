@@ -1,0 +1,179 @@
+"""The backend-neutral IR, grouped by inference role (the ``lower`` stage).
+
+Backends see only this: latent parameters with priors and supports, the ODE
+problem, observations with their data already bound, derived quantities and
+inference settings.  ``ModelIR.to_json()`` is what ``msml compile --emit ir``
+prints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from msml_dsl.data.csv_source import DataTable
+from msml_dsl.errors import Diagnostic, UnsupportedFeature
+from msml_dsl.semantics.model import InferenceSettings, SolverSettings
+from msml_dsl.symbolic.builder import SymbolicModel
+
+_LATER_BACKENDS = {
+    "space": "PDE models (space variables)", "field": "fields solved by physics-informed networks",
+    "unknown": "unknown functional terms (networks, Gaussian processes, sparse libraries)",
+    "boundary": "boundary conditions of fields", "initial": "initial conditions of fields",
+    "fidelity": "fidelity levels", "collocation": "collocation points", "physics": "physics likelihood terms",
+}
+
+
+@dataclass(frozen=True)
+class LatentParameter:
+    name: str
+    shape: tuple[int, ...]                 # () for a scalar
+    distribution: str
+    args: tuple[sympy.Expr, ...]           # in terms of constants and earlier parameters
+    lower: float | None
+    upper: float | None
+    elements: tuple[sympy.Symbol, ...]     # one symbol per element (a scalar has one)
+
+
+@dataclass(frozen=True)
+class OdeProblem:
+    time: sympy.Symbol
+    t0: float
+    states: tuple[sympy.Symbol, ...]
+    rhs: tuple[sympy.Expr, ...]            # constants substituted
+    parameters: tuple[sympy.Symbol, ...]   # parameter elements the right-hand side uses
+    inits: tuple[sympy.Expr, ...]          # constants substituted
+    output_times: np.ndarray               # sorted union of all observation times
+    solver: SolverSettings
+
+
+@dataclass(frozen=True)
+class Observation:
+    name: str                              # "source.column"
+    distribution: str
+    args: tuple[sympy.Expr, ...]           # constants substituted
+    values: np.ndarray                     # masked cells hold a harmless placeholder
+    mask: np.ndarray                       # True where observed
+    time_index: np.ndarray | None          # row -> index into OdeProblem.output_times
+    times: np.ndarray | None
+    covariates: dict[str, np.ndarray]      # "source.column" -> per-row values
+    file_lines: np.ndarray
+
+
+@dataclass(frozen=True)
+class ModelIR:
+    name: str
+    title: str | None
+    file: str
+    parameters: tuple[LatentParameter, ...]
+    ode: OdeProblem | None
+    observations: tuple[Observation, ...]
+    derived: tuple[tuple[str, sympy.Expr], ...]
+    inference: InferenceSettings
+    constants: dict[str, float]
+    warnings: tuple[Diagnostic, ...] = ()
+
+    def to_json(self) -> str:
+        """A readable, serialisable view of the IR."""
+        def expr(e):
+            return sympy.sstr(e)
+
+        data = {
+            "model": self.name, "title": self.title, "file": self.file, "constants": self.constants,
+            "parameters": [{"name": p.name, "shape": list(p.shape), "prior": f"{p.distribution}("
+                            + ", ".join(expr(a) for a in p.args) + ")", "lower": p.lower, "upper": p.upper}
+                           for p in self.parameters],
+            "ode": None if self.ode is None else {
+                "time": str(self.ode.time), "t0": self.ode.t0,
+                "states": [str(s) for s in self.ode.states],
+                "rhs": {str(s): expr(r) for s, r in zip(self.ode.states, self.ode.rhs)},
+                "inits": {str(s): expr(i) for s, i in zip(self.ode.states, self.ode.inits)},
+                "parameters": [str(p) for p in self.ode.parameters],
+                "output_times": self.ode.output_times.tolist(),
+                "solver": vars(self.ode.solver) if hasattr(self.ode.solver, "__dict__") else
+                {"method": self.ode.solver.method, "rtol": self.ode.solver.rtol, "atol": self.ode.solver.atol,
+                 "max_steps": self.ode.solver.max_steps},
+            },
+            "observations": [{"name": o.name, "distribution": f"{o.distribution}("
+                              + ", ".join(expr(a) for a in o.args) + ")", "rows": int(o.values.size),
+                              "observed": int(o.mask.sum())} for o in self.observations],
+            "derived": {n: expr(e) for n, e in self.derived},
+            "inference": {"method": self.inference.method, **dict(self.inference.options)},
+        }
+        return json.dumps(data, indent=2, default=_json_default)
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelIR:
+    """Group a symbolic model and its bound data by inference role.
+
+    Raises UnsupportedFeature for statements whose backend does not exist yet.
+    """
+    model = symbolic.checked
+    if model.unsupported:
+        diags = [Diagnostic("E401", f"'{kind}' statements are not supported yet: the backend for "
+                            f"{_LATER_BACKENDS[kind]} has not been built", span, model.file,
+                            help="this statement parses and checks, but msml cannot compile it to a Pyro "
+                                 "program yet; remove it to fit the rest of the model")
+                 for kind, span in model.unsupported]
+        raise UnsupportedFeature(diags, {model.file: model.program.source})
+
+    params = []
+    for p in model.parameters:
+        elements = symbolic.parameter_elements.get(p.name) or (symbolic.symbols[p.name],)
+        params.append(LatentParameter(p.name, () if p.size is None else (p.size,), p.distribution,
+                                      tuple(symbolic.numeric(a) for a in symbolic.prior_args[p.name]),
+                                      p.lower, p.upper, tuple(elements)))
+
+    ode = None
+    time_values = {}
+    if symbolic.states:
+        all_times = [np.array([model.time_range[0]])]
+        for obs in model.observations:
+            t = tables[obs.source].coordinates.get(model.time)
+            if t is not None:
+                all_times.append(t)
+                time_values[obs.name] = t
+        output_times = np.unique(np.concatenate(all_times))
+        rhs = tuple(symbolic.numeric(r) for r in symbolic.rhs)
+        inits = tuple(symbolic.numeric(i) for i in symbolic.inits)
+        element_symbols = [e for p in params for e in p.elements]
+        used = set().union(*(r.free_symbols for r in rhs)) if rhs else set()
+        ode_params = tuple(e for e in element_symbols if e in used)
+        ode = OdeProblem(symbolic.time, float(model.time_range[0]), symbolic.states, rhs, ode_params, inits,
+                         output_times, model.solver)
+
+    observations = []
+    for obs in model.observations:
+        table = tables[obs.source]
+        raw = table.columns[obs.column]
+        args = tuple(symbolic.numeric(a) for a in symbolic.observation_args[obs.name])
+        covariates = {}
+        mask = np.isfinite(raw)
+        for a in args:
+            for s in a.free_symbols:
+                if "." in s.name:
+                    col = table.columns[s.name.split(".", 1)[1]]
+                    covariates[s.name] = col
+                    mask &= np.isfinite(col)
+        placeholder = float(np.nanmedian(raw[np.isfinite(raw)])) if np.isfinite(raw).any() else 1.0
+        values = np.where(mask, raw, placeholder)
+        covariates = {k: np.where(mask, v, np.nanmedian(v) if np.isfinite(v).any() else 0.0)
+                      for k, v in covariates.items()}
+        times = time_values.get(obs.name)
+        index = np.searchsorted(ode.output_times, times) if (ode is not None and times is not None) else None
+        observations.append(Observation(obs.name, obs.distribution, args, values, mask, index, times, covariates,
+                                        table.file_lines))
+
+    derived = tuple((n, symbolic.numeric(e)) for n, e in symbolic.derived)
+    return ModelIR(model.name, model.title, model.file, tuple(params), ode, tuple(observations), derived,
+                   model.inference, dict(model.constants), model.warnings)

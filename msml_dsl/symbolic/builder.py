@@ -1,0 +1,143 @@
+"""Checked model → SymPy (the ``symbolic`` stage).
+
+SymPy expressions are built node by node from the AST through an explicit
+table; user text is never handed to ``sympify``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import sympy
+
+from msml_dsl.errors import InternalError
+from msml_dsl.semantics.model import CheckedModel
+from msml_dsl.syntax import ast
+
+
+def _sigmoid(x):
+    return 1 / (1 + sympy.exp(-x))
+
+
+#: Language function → SymPy constructor.
+SYMPY_FUNCTIONS = {
+    "exp": sympy.exp, "log": sympy.log, "sqrt": sympy.sqrt, "sin": sympy.sin, "cos": sympy.cos,
+    "tan": sympy.tan, "tanh": sympy.tanh, "abs": sympy.Abs, "min": sympy.Min, "max": sympy.Max,
+    "sigmoid": _sigmoid,
+}
+
+
+def element_name(vector: str, index: int) -> str:
+    """The symbol name of a vector parameter's element (1-based): ``k[2]``."""
+    return f"{vector}[{index}]"
+
+
+@dataclass(frozen=True)
+class SymbolicModel:
+    """Symbols and expressions of a checked model; constants stay symbolic."""
+
+    checked: CheckedModel
+    symbols: dict[str, sympy.Symbol]
+    constants: dict[sympy.Symbol, float]
+    time: sympy.Symbol | None
+    states: tuple[sympy.Symbol, ...]
+    rhs: tuple[sympy.Expr, ...]                 # d state / dt, in state order
+    inits: tuple[sympy.Expr, ...]
+    prior_args: dict[str, tuple[sympy.Expr, ...]]
+    observation_args: dict[str, tuple[sympy.Expr, ...]]
+    derived: tuple[tuple[str, sympy.Expr], ...]
+    parameter_elements: dict[str, tuple[sympy.Symbol, ...]] = field(default_factory=dict)
+
+    @property
+    def residuals(self) -> tuple[sympy.Expr, ...]:
+        """Each ODE in residual form, ``der(x) - f(t, x, p)``, with ``der(x)`` as a Derivative."""
+        f = [sympy.Function(s.name)(self.time) for s in self.states]
+        sub = dict(zip(self.states, f))
+        return tuple(sympy.Derivative(fi, self.time) - r.subs(sub) for fi, r in zip(f, self.rhs))
+
+    def numeric(self, expr: sympy.Expr) -> sympy.Expr:
+        """Substitute the constants' values."""
+        return expr.xreplace(self.constants)
+
+    @cached_property
+    def jacobian(self) -> sympy.Matrix:
+        """d rhs / d states, with constants substituted."""
+        rhs = sympy.Matrix([self.numeric(r) for r in self.rhs])
+        return rhs.jacobian(sympy.Matrix(self.states)) if self.states else sympy.zeros(0, 0)
+
+
+def build_symbolic(model: CheckedModel) -> SymbolicModel:
+    """Build SymPy expressions for a checked model.
+
+    >>> from msml_dsl.syntax.parser import parse
+    >>> from msml_dsl.semantics.checker import check
+    >>> src = 'model m\\ntime t in [0, 1]\\nstate x\\nparam k ~ Normal(0, 1)\\n'
+    >>> src += 'equation der(x) = -k * x\\ninit x = 1\\n'
+    >>> build_symbolic(check(parse(src))).rhs
+    (-k*x,)
+    """
+    symbols: dict[str, sympy.Symbol] = {}
+    elements: dict[str, tuple[sympy.Symbol, ...]] = {}
+    for name in model.constants:
+        symbols[name] = sympy.Symbol(name, real=True)
+    if model.time:
+        symbols[model.time] = sympy.Symbol(model.time, real=True)
+    for s in model.states:
+        symbols[s] = sympy.Symbol(s, real=True)
+    for p in model.parameters:
+        if p.size is None:
+            symbols[p.name] = sympy.Symbol(p.name, real=True)
+        else:
+            elements[p.name] = tuple(sympy.Symbol(element_name(p.name, i + 1), real=True) for i in range(p.size))
+    builder = _ExprBuilder(symbols, elements)
+    constants = {symbols[n]: v for n, v in model.constants.items()}
+    rhs = tuple(builder.build(model.equations[s]) for s in model.states)
+    inits = tuple(builder.build(model.inits[s]) for s in model.states)
+    prior_args = {p.name: tuple(builder.build(a) for a in p.args) for p in model.parameters}
+    observation_args = {o.name: tuple(builder.build(a) for a in o.args) for o in model.observations}
+    derived = []
+    for name, e in model.derived:
+        value = builder.build(e)
+        derived.append((name, value))
+        builder.derived[name] = value  # later derived quantities may use this one
+    derived = tuple(derived)
+    return SymbolicModel(model, symbols, constants, symbols.get(model.time) if model.time else None,
+                         tuple(symbols[s] for s in model.states), rhs, inits, prior_args, observation_args,
+                         derived, elements)
+
+
+class _ExprBuilder:
+    def __init__(self, symbols, elements):
+        self.symbols = symbols
+        self.elements = elements
+        self.columns: dict[str, sympy.Symbol] = {}
+        self.derived: dict[str, sympy.Expr] = {}
+
+    def build(self, e: ast.Expr) -> sympy.Expr:
+        if isinstance(e, ast.Number):
+            return sympy.Integer(int(e.value)) if float(e.value).is_integer() and "e" not in e.text.lower() \
+                and "." not in e.text else sympy.Float(e.value)
+        if isinstance(e, ast.Name):
+            if e.id in self.symbols:
+                return self.symbols[e.id]
+            if e.id in self.derived:
+                return self.derived[e.id]
+            if e.id == "pi":
+                return sympy.pi
+            raise InternalError(f"unresolved name '{e.id}' reached the symbolic stage")
+        if isinstance(e, ast.Index):
+            return self.elements[e.target.id][int(e.index.value) - 1]
+        if isinstance(e, ast.Attribute):
+            key = f"{e.source.id}.{e.column.id}"
+            return self.columns.setdefault(key, sympy.Symbol(key, real=True))
+        if isinstance(e, ast.UnaryOp):
+            v = self.build(e.operand)
+            return -v if e.op == "-" else v
+        if isinstance(e, ast.BinOp):
+            a, b = self.build(e.left), self.build(e.right)
+            return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                    "/": lambda: a / b, "^": lambda: a ** b}[e.op]()
+        if isinstance(e, ast.Call) and e.func.id in SYMPY_FUNCTIONS:
+            return SYMPY_FUNCTIONS[e.func.id](*[self.build(a) for a in e.args])
+        raise InternalError(f"cannot build a SymPy expression from {type(e).__name__}")
