@@ -97,7 +97,7 @@ class _Checker:
         elif len(models) > 1:
             self.bag.error("E203", "a file declares one model; 'model' appears again", models[1].span)
         elif p.statements[0] is not models[0]:
-            self.bag.warning("W201", "the 'model' statement is usually the first line", models[0].span)
+            self.bag.warning("W011", "the 'model' statement is usually the first line", models[0].span)
 
         times = p.of_type(ast.TimeDecl)
         for extra in times[1:]:
@@ -598,7 +598,7 @@ class _Checker:
         observed = {o.target.source.id for o in self.p.of_type(ast.ObserveDecl)}
         for s in sources:
             if s.name not in observed:
-                self.bag.warning("W240", f"the data source '{s.name}' is never observed", s.span,
+                self.bag.warning("W012", f"the data source '{s.name}' is never observed", s.span,
                                  help=f"add: observe {s.name}.COLUMN ~ Normal(STATE, sigma)")
         return tuple(out)
 
