@@ -1,0 +1,274 @@
+"""The Python interface: compile a model, run inference, inspect the fit.
+
+>>> import msml_dsl
+>>> model = msml_dsl.compile_file("models/lotka_volterra/model.msml")   # doctest: +SKIP
+>>> fit = model.sample(chains=4, warmup=500, draws=500)                  # doctest: +SKIP
+>>> print(fit.summary())                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from msml_dsl.data.csv_source import load_data
+from msml_dsl.ir.model_ir import ModelIR, lower_to_ir
+from msml_dsl.semantics.checker import check
+from msml_dsl.semantics.model import CheckedModel
+from msml_dsl.symbolic.builder import SymbolicModel, build_symbolic
+from msml_dsl.syntax.parser import parse, parse_file
+from msml_dsl.version import __version__
+
+
+def check_file(path: str | Path) -> CheckedModel:
+    """Parse and check a model file and its data; raise MsmlError listing every problem."""
+    checked = check(parse_file(path))
+    load_data(checked)
+    return checked
+
+
+def compile_file(path: str | Path, device: str = "auto") -> "CompiledModel":
+    """Compile a ``.msml`` file to a model object (parse, check, bind data, lower, emit Pyro).
+
+    >>> m = compile_file("models/lotka_volterra/model.msml")   # doctest: +SKIP
+    >>> m.ir.parameters[0].name                                # doctest: +SKIP
+    'alpha'
+    """
+    return _compile(parse_file(path), device)
+
+
+def compile_source(text: str, name: str = "<model>", device: str = "auto",
+                   base_dir: str | Path | None = None) -> "CompiledModel":
+    """Compile model text; data paths resolve against ``base_dir`` (default: the working folder)."""
+    file = str(Path(base_dir or Path.cwd()) / name) if not name.startswith("<") or base_dir else name
+    return _compile(parse(text, file), device)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' picks CUDA when torch sees a GPU; 'cuda' without one is an error."""
+    import torch
+
+    from msml_dsl.errors import Diagnostic, MsmlError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MsmlError([Diagnostic("E501", "--device cuda was asked for, but torch sees no CUDA GPU",
+                                    help="use --device cpu or auto")])
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise MsmlError([Diagnostic("E501", f"unknown device '{device}'", help="use auto, cpu or cuda")])
+    return device
+
+
+def _compile(program_ast, device: str) -> "CompiledModel":
+    checked = check(program_ast)
+    tables = load_data(checked)
+    symbolic = build_symbolic(checked)
+    ir = lower_to_ir(symbolic, tables)
+    return CompiledModel(checked, symbolic, ir, resolve_device(device))
+
+
+@dataclass
+class CompiledModel:
+    """A compiled model: its checked form, SymPy form, IR and (lazily) its Pyro program."""
+
+    checked: CheckedModel
+    symbolic: SymbolicModel
+    ir: ModelIR
+    device: str = "cpu"
+    _program: object = field(default=None, repr=False)
+
+    @property
+    def program(self):
+        """The Pyro program (compiles the ODE integrator on first use)."""
+        if self._program is None:
+            from msml_dsl.backends.pyro.program import build_pyro_program
+
+            self._program = build_pyro_program(self.ir, self.device)
+        return self._program
+
+    @property
+    def pyro_model(self) -> Callable:
+        """The Pyro model function: ``pyro_model(n)`` samples a batch of n draws."""
+        return self.program.model
+
+    def run(self, progress: Callable | None = None, **overrides):
+        """Run what the file's ``infer`` statement says (NUTS by default), with overrides."""
+        method = overrides.pop("method", None) or self.checked.inference.method
+        options = {**dict(self.checked.inference.options), **overrides}
+        if method == "map":
+            return self.map(**{k: v for k, v in options.items() if k in ("seed", "starts", "max_iter")})
+        if method == "svi":
+            from msml_dsl.errors import Diagnostic, UnsupportedFeature
+
+            raise UnsupportedFeature([Diagnostic("E403", "infer svi() is not supported for ODE models yet; use nuts "
+                                                 "or map", self.checked.program.of_type(
+                                                     __import__("msml_dsl.syntax.ast", fromlist=["x"]).InferDecl)[0].span,
+                                                 self.checked.file)], {self.checked.file: self.checked.program.source})
+        return self.sample(progress=progress, **{k: v for k, v in options.items() if k in
+                                                  ("chains", "warmup", "draws", "seed", "target_accept",
+                                                   "max_tree_depth", "metric", "init", "thin")})
+
+    def sample(self, chains: int | None = None, warmup: int | None = None, draws: int | None = None,
+               seed: int | None = None, progress: Callable | None = None, **options) -> "Fit":
+        """Draw from the posterior with NUTS (chains run as one batch)."""
+        from msml_dsl.inference.runner import sample_nuts
+
+        file_opts = dict(self.checked.inference.options) if self.checked.inference.method == "nuts" else {}
+        given = {k: v for k, v in dict(chains=chains, warmup=warmup, draws=draws, seed=seed).items() if v is not None}
+        opts = {**file_opts, **options, **given}
+        t0 = time.perf_counter()
+        _ = self.program
+        compile_s = time.perf_counter() - t0
+        sample = sample_nuts(self.program, opts, progress)
+        sample.timings["compile_s"] = compile_s
+        return Fit(self, sample)
+
+    def map(self, seed: int = 1, starts: int = 8, max_iter: int = 1000) -> "MapFit":
+        """The posterior mode from several L-BFGS starts."""
+        from msml_dsl.inference.runner import map_estimate
+
+        result, values = map_estimate(self.program, {"seed": seed, "starts": starts, "max_iter": max_iter})
+        derived = self.program.evaluate_draws({k: v[None] for k, v in values.items()}, seed=seed,
+                                              predictive=False)["derived"]
+        return MapFit(self, values, {k: v[0] for k, v in derived.items()}, result.log_density,
+                      result.n_starts, result.n_converged)
+
+    def prior_predictive(self, draws: int = 500, seed: int = 1) -> dict[str, np.ndarray]:
+        """Draws of parameters and observations from the prior."""
+        return self.program.sample_prior(draws, seed)
+
+
+@dataclass
+class MapFit:
+    """A posterior mode."""
+
+    model: CompiledModel
+    values: dict[str, np.ndarray]
+    derived: dict[str, np.ndarray]
+    log_density: float
+    n_starts: int
+    n_converged: int
+
+    def summary(self) -> str:
+        rows = [f"MAP of {self.model.ir.name}: log density {self.log_density:.3f} "
+                f"({self.n_converged} of {self.n_starts} optimisations converged)"]
+        for k, v in {**self.values, **self.derived}.items():
+            rows.append(f"  {k:<20} {np.array2string(np.asarray(v), precision=5)}")
+        return "\n".join(rows)
+
+
+class Fit:
+    """A NUTS posterior with diagnostics; ``to_arviz()`` gives ArviZ's object."""
+
+    def __init__(self, model: CompiledModel, sample):
+        self.model = model
+        self.sample = sample
+        self._idata = None
+
+    @property
+    def posterior(self) -> dict[str, np.ndarray]:
+        """Draws of parameters and derived quantities, (chain, draw, ...)."""
+        return {**self.sample.parameters, **self.sample.derived}
+
+    def to_arviz(self):
+        """InferenceData (ArviZ 0.x) or DataTree (ArviZ 1.x)."""
+        if self._idata is None:
+            from msml_dsl.diagnostics import build_inference_data
+
+            s = self.sample
+            observed = {o.name: o.values[o.mask] for o in self.model.ir.observations}
+            dims, coords = {}, {}
+            for o in self.model.ir.observations:
+                dims[o.name] = [f"{o.name}_row"]
+                coords[f"{o.name}_row"] = np.asarray(o.file_lines)[o.mask]
+            predictive = {k: v[..., self.model.ir.observations[i].mask]
+                          for i, (k, v) in enumerate(s.posterior_predictive.items())}
+            for p in self.model.ir.parameters:
+                if p.shape:
+                    dims[p.name] = [f"{p.name}_dim"]
+                    coords[f"{p.name}_dim"] = np.arange(1, p.shape[0] + 1)
+            self._idata = build_inference_data(
+                posterior=self.posterior, sample_stats=s.sample_stats, observed_data=observed,
+                log_likelihood=s.log_likelihood, posterior_predictive=predictive, dims=dims, coords=coords,
+                attrs={"model": self.model.ir.name, "msml_version": __version__,
+                       "seed": int(s.settings["seed"])})
+        return self._idata
+
+    def summary_table(self):
+        from msml_dsl.diagnostics import summary_table
+
+        return summary_table(self.to_arviz(), var_names=list(self.posterior))
+
+    def warnings(self):
+        from msml_dsl.diagnostics import check_convergence
+
+        return check_convergence(self.to_arviz(), max_tree_depth=int(self.sample.settings["max_tree_depth"]))
+
+    def summary(self) -> str:
+        """The printed summary: mean, sd, HDI, ESS, R-hat, then warnings with remedies."""
+        from msml_dsl.diagnostics import format_summary
+
+        return format_summary(self.summary_table(), self.warnings())
+
+    def save(self, folder: str | Path, source_text: str | None = None) -> Path:
+        """Write the run folder: posterior.nc, summary.txt, model.msml, run.json (each atomically)."""
+        from msml_dsl.diagnostics import save_netcdf
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_netcdf(self.to_arviz(), folder / "posterior.nc")
+        _atomic_write(folder / "summary.txt", self.summary() + "\n")
+        text = source_text if source_text is not None else self.model.checked.program.source
+        _atomic_write(folder / "model.msml", text)
+        _atomic_write(folder / "run.json", json.dumps(self.run_record(), indent=2, default=_json_safe) + "\n")
+        return folder
+
+    def run_record(self) -> dict:
+        import arviz
+        import pyro
+        import torch
+
+        s = self.sample
+        return {
+            "model": self.model.ir.name, "file": self.model.checked.file, "method": "nuts",
+            "settings": s.settings, "device": self.model.device, "interrupted": s.interrupted,
+            "draws_completed": int(next(iter(s.parameters.values())).shape[1]) if s.parameters else 0,
+            "timings_s": s.timings, "init_notes": s.init_notes,
+            "solver": vars(self.model.ir.ode.solver) if self.model.ir.ode else None,
+            "versions": {"msml": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                         "pyro": pyro.__version__, "arviz": arviz.__version__, "numpy": np.__version__},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
+def _json_safe(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,296 @@
+"""IR → Pyro program (the ``emit`` stage).
+
+The Pyro model is vectorised over a leading batch of draws (``n``): NUTS runs
+its chains as that batch, predictive checks run thousands of draws at once.
+The ODE is solved by a compiled integrator with forward sensitivities wrapped
+as one autograd node (see ``ode_autograd``), so a gradient costs one call
+rather than thousands of tiny torch operations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import sympy
+import torch
+from pyro.poutine.messenger import Messenger
+from torch.distributions import biject_to
+
+from msml_dsl.backends.pyro.distributions import Truncated, constant_log_normalizer, make_distribution
+from msml_dsl.errors import Diagnostic, UnsupportedFeature
+from msml_dsl.ir.model_ir import LatentParameter, ModelIR
+
+DTYPE = torch.float64
+
+_TORCH_FUNCTIONS = {
+    "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "sin": torch.sin, "cos": torch.cos,
+    "tan": torch.tan, "tanh": torch.tanh, "Abs": torch.abs, "pi": math.pi, "E": math.e,
+    "Min": lambda *a: _reduce(torch.minimum, a), "Max": lambda *a: _reduce(torch.maximum, a),
+}
+
+
+def _reduce(op, args):
+    out = torch.as_tensor(args[0], dtype=DTYPE)
+    for a in args[1:]:
+        out = op(out, torch.as_tensor(a, dtype=DTYPE))
+    return out
+
+
+class TorchExpressions:
+    """Several SymPy expressions evaluated together on tensors (via SymPy's code printer)."""
+
+    def __init__(self, exprs):
+        self.exprs = list(exprs)
+        # Constant expressions (e.g. log(10)) are folded to numbers once.
+        self.constants = {i: float(sympy.N(e)) for i, e in enumerate(self.exprs) if not e.free_symbols}
+        variable = [e for i, e in enumerate(self.exprs) if i not in self.constants]
+        self.symbols = sorted(set().union(*(e.free_symbols for e in variable)) if variable else set(),
+                              key=lambda s: s.name)
+        self._fn = sympy.lambdify(self.symbols, variable, modules=[_TORCH_FUNCTIONS], dummify=True)
+        self._cache: dict = {}
+
+    def __call__(self, env: dict, device) -> list[torch.Tensor]:
+        computed = iter(self._fn(*[env[s] for s in self.symbols]))
+        out = []
+        for i in range(len(self.exprs)):
+            if i in self.constants:
+                key = (i, device)
+                if key not in self._cache:
+                    self._cache[key] = torch.tensor(self.constants[i], dtype=DTYPE, device=device)
+                out.append(self._cache[key])
+            else:
+                v = next(computed)
+                out.append(v if torch.is_tensor(v) else torch.tensor(float(v), dtype=DTYPE, device=device))
+        return out
+
+
+@dataclass(frozen=True)
+class SiteLayout:
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+class _Unconstrained(Messenger):
+    """Supplies latent sites from an unconstrained batch ``z`` and records log|det J|."""
+
+    def __init__(self, z: torch.Tensor, layout: dict[str, SiteLayout]):
+        super().__init__()
+        self.z = z
+        self.layout = layout
+        self.log_det = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or msg["name"] not in self.layout:
+            return
+        site = self.layout[msg["name"]]
+        zs = self.z[:, site.offset:site.offset + site.size].reshape((self.z.shape[0],) + site.shape)
+        if not site.shape:
+            zs = zs.reshape(self.z.shape[0])
+        transform = biject_to(msg["fn"].support)
+        value = transform(zs)
+        ld = transform.log_abs_det_jacobian(zs, value)
+        while ld.ndim > 1:
+            ld = ld.sum(-1)
+        self.log_det = self.log_det + ld
+        msg["value"] = value
+        msg["done"] = True
+
+
+class PyroProgram:
+    """A compiled model: its Pyro model plus the batched log density NUTS uses.
+
+    >>> # program = build_pyro_program(ir); trace = pyro.poutine.trace(program.model).get_trace(4)
+    """
+
+    def __init__(self, ir: ModelIR, device: str = "cpu"):
+        torch.distributions.Distribution.set_default_validate_args(False)
+        pyro.enable_validation(False)
+        self.ir = ir
+        self.device = torch.device(device)
+        self.layout: dict[str, SiteLayout] = {}
+        offset = 0
+        for p in ir.parameters:
+            self.layout[p.name] = SiteLayout(p.name, offset, p.shape)
+            offset += self.layout[p.name].size
+        self.dim = offset
+        self._prior_args = {p.name: TorchExpressions(p.args) for p in ir.parameters}
+        self._log_normalizers = {p.name: self._truncation_normalizer(p) for p in ir.parameters}
+        self._obs = []
+        for o in ir.observations:
+            self._obs.append((o, TorchExpressions(o.args),
+                              torch.as_tensor(o.values, dtype=DTYPE, device=self.device),
+                              torch.as_tensor(o.mask, device=self.device),
+                              {k: torch.as_tensor(v, dtype=DTYPE, device=self.device) for k, v in o.covariates.items()},
+                              None if o.time_index is None else torch.as_tensor(o.time_index, device=self.device)))
+        self._derived = TorchExpressions([e for _, e in ir.derived]) if ir.derived else None
+        self.system = None
+        if ir.ode is not None:
+            from msml_dsl.backends.pyro.ode_solver import compile_ode_system
+
+            self.system = compile_ode_system(ir.ode.time, list(ir.ode.states), list(ir.ode.parameters),
+                                             list(ir.ode.rhs))
+            self._inits = TorchExpressions(ir.ode.inits)
+            self._times = np.asarray(ir.ode.output_times, dtype=float)
+
+    # ------------------------------------------------------------------ build
+    def _truncation_normalizer(self, p: LatentParameter):
+        if p.lower is None and p.upper is None:
+            return None
+        if all(not a.free_symbols for a in p.args):
+            return constant_log_normalizer(p.distribution, [float(a) for a in p.args], p.lower, p.upper)
+        if p.distribution not in ("Normal", "LogNormal", "Cauchy", "Exponential", "HalfNormal", "HalfCauchy",
+                                  "Uniform"):
+            raise UnsupportedFeature([Diagnostic(
+                "E402", f"a bounded {p.distribution} prior whose arguments depend on other parameters is not "
+                        f"supported (torch has no {p.distribution} CDF to renormalise it)", None, self.ir.file,
+                help="use constant arguments, or a Normal/LogNormal prior")])
+        return None  # computed per draw from the base CDF
+
+    def _prior(self, p: LatentParameter, env: dict, n: int):
+        args = self._prior_args[p.name](env, self.device)
+        if p.shape:
+            args = [a.unsqueeze(-1) if a.ndim == 1 else a for a in args]
+        d = make_distribution(p.distribution, args)
+        if p.lower is not None or p.upper is not None:
+            d = Truncated(d, p.lower, p.upper, self._log_normalizers[p.name])
+        if p.shape:
+            return d.expand((n,) + p.shape).to_event(len(p.shape))
+        return d.expand((n,))
+
+    # ------------------------------------------------------------------ model
+    def model(self, n: int = 1, predictive: bool = False):
+        """The Pyro model over a batch of ``n`` draws; returns the ODE solution (n, T, states)."""
+        env: dict = {}
+        with pyro.plate("draws", n, dim=-1):
+            for p in self.ir.parameters:
+                value = pyro.sample(p.name, self._prior(p, env, n))
+                if p.shape:
+                    for i, e in enumerate(p.elements):
+                        env[e] = value[..., i]
+                else:
+                    env[p.elements[0]] = value
+            solution = self.solve(env, n)
+            for o, fn, values, mask, covariates, index in self._obs:
+                # Parameters become (n, 1), states (n, rows), covariates (rows,): broadcasting gives (n, rows).
+                local = {k: v.unsqueeze(-1) for k, v in env.items()}
+                for key, col in covariates.items():
+                    local[sympy.Symbol(key, real=True)] = col
+                if solution is not None:
+                    for j, s in enumerate(self.ir.ode.states):
+                        local[s] = solution[:, index, j]
+                rows = values.shape[0]
+                args = [a.expand(n, rows) for a in fn(local, self.device)]
+                d = make_distribution(o.distribution, args).mask(mask).to_event(1)
+                pyro.sample(o.name, d, obs=None if predictive else values)
+            if self._derived is not None:
+                for (name, _), v in zip(self.ir.derived, self._derived(env, self.device)):
+                    pyro.deterministic(name, v.expand(n) if v.ndim == 0 else v)
+        return solution
+
+    def solve(self, env: dict, n: int):
+        if self.system is None:
+            return None
+        from msml_dsl.backends.pyro.ode_autograd import solve_ode
+
+        y0 = torch.stack([v.expand(n) if v.ndim == 0 else v for v in self._inits(env, self.device)], dim=-1)
+        if self.ir.ode.parameters:
+            p = torch.stack([env[s] for s in self.ir.ode.parameters], dim=-1)
+        else:
+            p = torch.zeros((n, 0), dtype=DTYPE, device=self.device)
+        solver = self.ir.ode.solver
+        return solve_ode(self.system, y0, p, self.ir.ode.t0, self._times, method=solver.method,
+                         rtol=solver.rtol, atol=solver.atol, max_steps=solver.max_steps)
+
+    # --------------------------------------------------------- log density
+    def log_density(self, z: torch.Tensor, jacobian: bool = True) -> torch.Tensor:
+        """Log joint density at unconstrained points z (n, dim); one value per row."""
+        n = z.shape[0]
+        handler = _Unconstrained(z, self.layout)
+        with handler:
+            trace = pyro.poutine.trace(self.model).get_trace(n)
+        total = handler.log_det if jacobian else torch.zeros(n, dtype=DTYPE, device=self.device)
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                total = total + site["fn"].log_prob(site["value"])
+        return total
+
+    def potential_and_grad(self, z_np: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """U(z) = -log density and its gradient for a batch of unconstrained points (numpy in, numpy out)."""
+        z = torch.as_tensor(np.atleast_2d(z_np), dtype=DTYPE, device=self.device).requires_grad_(True)
+        lp = self.log_density(z, jacobian)
+        finite = torch.isfinite(lp)
+        (grad,) = torch.autograd.grad(torch.where(finite, lp, torch.zeros_like(lp)).sum(), z)
+        u = (-lp).detach().cpu().numpy()
+        g = (-grad).detach().cpu().numpy()
+        bad = ~np.isfinite(u) | ~np.isfinite(g).all(axis=1)
+        u[bad] = np.inf
+        g[bad] = 0.0
+        return u, g
+
+    def to_constrained(self, z: np.ndarray) -> dict[str, np.ndarray]:
+        """Constrained parameter values for unconstrained rows z (n, dim)."""
+        zt = torch.as_tensor(np.atleast_2d(z), dtype=DTYPE, device=self.device)
+        handler = _Unconstrained(zt, self.layout)
+        with torch.no_grad(), handler:
+            trace = pyro.poutine.trace(self.model).get_trace(zt.shape[0])
+        return {p.name: trace.nodes[p.name]["value"].cpu().numpy() for p in self.ir.parameters}
+
+    def to_unconstrained(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        """Inverse of to_constrained (rows of a batch)."""
+        n = np.asarray(next(iter(values.values()))).shape[0]
+        cond = {k: torch.as_tensor(v, dtype=DTYPE, device=self.device) for k, v in values.items()}
+        with torch.no_grad():
+            trace = pyro.poutine.trace(pyro.poutine.condition(self.model, cond)).get_trace(n)
+        z = np.zeros((n, self.dim))
+        for p in self.ir.parameters:
+            site = trace.nodes[p.name]
+            u = biject_to(site["fn"].support).inv(site["value"])
+            s = self.layout[p.name]
+            z[:, s.offset:s.offset + s.size] = u.reshape(n, -1).cpu().numpy()
+        return z
+
+    # ------------------------------------------------------------ per draw
+    def evaluate_draws(self, values: dict[str, np.ndarray], seed: int, predictive: bool = True) -> dict:
+        """Derived quantities, pointwise log-likelihood and predictive draws for n constrained draws."""
+        n = np.asarray(next(iter(values.values()))).shape[0] if values else 1
+        cond = {k: torch.as_tensor(v, dtype=DTYPE, device=self.device) for k, v in values.items()}
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            trace = pyro.poutine.trace(pyro.poutine.condition(self.model, cond)).get_trace(n)
+            out = {"derived": {}, "log_likelihood": {}, "predictive": {}, "solution": None}
+            for name, _ in self.ir.derived:
+                out["derived"][name] = trace.nodes[name]["value"].cpu().numpy()
+            for o, *_ in self._obs:
+                fn = trace.nodes[o.name]["fn"]
+                base = fn.base_dist.base_dist  # Independent(Masked(d))
+                out["log_likelihood"][o.name] = base.log_prob(trace.nodes[o.name]["value"]).cpu().numpy()[:, o.mask]
+                if predictive:
+                    out["predictive"][o.name] = base.sample().cpu().numpy()
+            sol = trace.nodes["_RETURN"]["value"]
+            out["solution"] = None if sol is None else sol.cpu().numpy()
+        return out
+
+    def sample_prior(self, n: int, seed: int) -> dict[str, np.ndarray]:
+        """Draws from the prior (parameters and predictive observations)."""
+        pyro.set_rng_seed(seed)
+        with torch.no_grad():
+            trace = pyro.poutine.trace(self.model).get_trace(n, predictive=True)
+        out = {}
+        for name, site in trace.nodes.items():
+            if site["type"] == "sample":
+                out[name] = site["value"].cpu().numpy()
+        return out
+
+
+def build_pyro_program(ir: ModelIR, device: str = "cpu") -> PyroProgram:
+    """Compile the IR to a Pyro program on ``device`` ('cpu' or 'cuda')."""
+    return PyroProgram(ir, device)

@@ -1,0 +1,234 @@
+"""The ``msml`` command line: check, compile, run.
+
+Exit codes: 0 success, 1 convergence checks failed (with ``--strict``),
+2 errors in the model or its data, 3 inference failed, 4 a statement whose
+backend does not exist yet, 70 internal error, 130 interrupted (draws kept).
+No Python traceback is shown unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from msml_dsl.errors import (EXIT_CONVERGENCE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR,
+                             MsmlError, format_diagnostics)
+from msml_dsl.version import __version__
+
+EPILOG = """exit codes:
+  0    success
+  1    finished, but convergence checks failed (--strict)
+  2    the model file or its data has errors (each printed with file:line:col)
+  3    inference could not run (e.g. no finite starting point)
+  4    the model uses a statement whose backend does not exist yet
+  70   internal error in msml (please report it, with --debug output)
+  130  interrupted; the draws completed so far were saved
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msml", description="Fit .msml models: known physics, unknown "
+                                     "parameters, noisy data.", epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"msml {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p_check = sub.add_parser("check", help="parse and check a model and its data; report every error")
+    p_check.add_argument("model", help="path to a .msml file")
+
+    p_compile = sub.add_parser("compile", help="print a compiler stage: the AST, the IR or the Pyro program")
+    p_compile.add_argument("model")
+    p_compile.add_argument("--emit", choices=["ast", "ir", "pyro"], default="ir")
+
+    p_run = sub.add_parser("run", help="fit the model (what its 'infer' statement says) and save the results",
+                           epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_run.add_argument("model")
+    p_run.add_argument("--method", choices=["nuts", "map"], help="override the file's inference method")
+    p_run.add_argument("--chains", type=int)
+    p_run.add_argument("--warmup", type=int)
+    p_run.add_argument("--draws", type=int)
+    p_run.add_argument("--seed", type=int)
+    p_run.add_argument("--target-accept", type=float, dest="target_accept")
+    p_run.add_argument("--max-tree-depth", type=int, dest="max_tree_depth")
+    p_run.add_argument("--metric", choices=["diag", "dense"])
+    p_run.add_argument("--init", choices=["map", "prior", "uniform"])
+    p_run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p_run.add_argument("--out", help="run folder (default: msml_runs/NAME-TIMESTAMP)")
+    p_run.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_run.add_argument("--strict", action="store_true", help="exit 1 when convergence checks fail")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return {"check": _check, "compile": _compile, "run": _run}[args.command](args)
+    except MsmlError as exc:
+        print(format_diagnostics(exc.diagnostics, exc.sources or _sources(args)), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a raw traceback
+        if args.debug:
+            raise
+        print(f"msml: internal error: {type(exc).__name__}: {exc}\n"
+              "This is a bug in msml, not in your model. Please report it with the output of --debug.",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _sources(args) -> dict[str, str]:
+    try:
+        return {args.model: Path(args.model).read_text(encoding="utf-8")}
+    except (OSError, UnicodeDecodeError, AttributeError):
+        return {}
+
+
+def _print_warnings(diagnostics, sources) -> None:
+    if diagnostics:
+        print(format_diagnostics(diagnostics, sources), file=sys.stderr)
+
+
+def _check(args) -> int:
+    from msml_dsl.api import check_file
+
+    checked = check_file(args.model)
+    _print_warnings(list(checked.warnings), {checked.file: checked.program.source})
+    n_par = sum(p.size or 1 for p in checked.parameters)
+    print(f"{args.model}: ok — model '{checked.name}': {len(checked.states)} states, {n_par} parameters, "
+          f"{len(checked.observations)} observed columns")
+    return EXIT_OK
+
+
+def _compile(args) -> int:
+    if args.emit == "ast":
+        from msml_dsl.syntax.parser import parse_file
+
+        program = parse_file(args.model)
+        for s in program.statements:
+            print(f"{s.span.line}:{s.span.column}  {s!r}")
+        return EXIT_OK
+    from msml_dsl.api import compile_file
+
+    model = compile_file(args.model, device="cpu")
+    if args.emit == "ir":
+        print(model.ir.to_json())
+        return EXIT_OK
+    print(describe_pyro_program(model))
+    return EXIT_OK
+
+
+def describe_pyro_program(model) -> str:
+    """The Pyro program as text: sample sites with their distributions and shapes, and the ODE code."""
+    import pyro
+
+    program = model.program
+    trace = pyro.poutine.trace(program.model).get_trace(2)
+    lines = [f"# Pyro program for model '{model.ir.name}' (batch of n draws; shown with n = 2)",
+             "def model(n):", "    with pyro.plate('draws', n, dim=-1):"]
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+            continue
+        if site.get("infer", {}).get("_deterministic"):
+            lines.append(f"        {name} = deterministic   # derived, shape {tuple(site['value'].shape)}")
+            continue
+        kind = "observed" if site["is_observed"] else "latent"
+        lines.append(f"        {name} ~ {_describe_fn(site['fn'])}   # {kind}, value shape {tuple(site['value'].shape)}")
+    if model.ir.ode is not None:
+        ode = model.ir.ode
+        lines.append(f"    # ODE solved by the compiled '{ode.solver.method}' integrator with forward sensitivities "
+                     f"(rtol={ode.solver.rtol:g}, atol={ode.solver.atol:g}) at {len(ode.output_times)} times")
+        for s, r in zip(ode.states, ode.rhs):
+            lines.append(f"    #   d{s}/d{ode.time} = {r}")
+        source = getattr(program.system, "source", None)
+        if source:
+            lines.append("# generated integrator kernels:")
+            lines.extend("# " + line for line in source.splitlines())
+    return "\n".join(lines)
+
+
+def _describe_fn(fn) -> str:
+    from pyro.distributions import ExpandedDistribution, Independent, MaskedDistribution
+
+    while isinstance(fn, (Independent, MaskedDistribution, ExpandedDistribution)):
+        fn = fn.base_dist
+    if type(fn).__name__ == "Truncated":
+        low = "-inf" if fn.low is None else f"{fn.low:g}"
+        high = "inf" if fn.high is None else f"{fn.high:g}"
+        return f"{_describe_fn(fn.base)} truncated to [{low}, {high}]"
+    return type(fn).__name__
+
+
+def _run(args) -> int:
+    from msml_dsl.api import compile_file
+
+    t0 = time.perf_counter()
+    model = compile_file(args.model, device=args.device)
+    _print_warnings(list(model.checked.warnings), {model.checked.file: model.checked.program.source})
+    overrides = {k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed", "target_accept",
+                                                 "max_tree_depth", "metric", "init") if getattr(args, k) is not None}
+    method = args.method or model.checked.inference.method
+    if method == "map":
+        fit = model.map(**({"seed": args.seed} if args.seed is not None else {}))
+        print(fit.summary())
+        return EXIT_OK
+    progress = None if args.quiet else _progress_bar()
+    try:
+        if progress is not None:
+            with progress[0]:
+                fit = model.run(progress=progress[1], method=method, **overrides)
+        else:
+            fit = model.run(method=method, **overrides)
+    except KeyboardInterrupt:
+        print("interrupted during warm-up: no draws to keep", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    folder = Path(args.out) if args.out else Path("msml_runs") / f"{model.ir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fit.save(folder)
+    print(fit.summary())
+    for note in fit.sample.init_notes:
+        print(f"note: {note}", file=sys.stderr)
+    elapsed = time.perf_counter() - t0
+    s = fit.sample
+    print(f"\n{s.settings['chains']} chains x ({s.settings['warmup']} warmup + {s.settings['draws']} draws) "
+          f"in {elapsed:.1f} s (compile {s.timings.get('compile_s', 0):.1f} s, sampling {s.timings['sampling_s']:.1f} s)"
+          f"; results in {folder}/")
+    if s.interrupted:
+        print("interrupted: the draws completed so far were saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.strict and fit.warnings():
+        return EXIT_CONVERGENCE
+    return EXIT_OK
+
+
+def _progress_bar():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
+                   disable=not console.is_terminal)
+    task = bar.add_task("sampling", total=None, info="")
+
+    def update(iteration: int, total: int, info: dict) -> None:
+        bar.update(task, completed=iteration, total=total, description=info.get("phase", "sampling"),
+                   info=f"step {info.get('step_size', 0):.3g}, divergences {info.get('divergences', 0)}")
+
+    return bar, update
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,129 @@
+"""Inference on a compiled program: NUTS with chains as a batch, MAP, predictive draws.
+
+The sampler sees only ``potential_and_grad`` of the program: a batched
+function of unconstrained points, so the chains share every gradient call.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from msml_dsl.errors import InferenceFailed
+from msml_dsl.inference.nuts import NutsResult, run_nuts
+from msml_dsl.inference.optimize import MapResult, find_map, laplace_starts
+
+DEFAULT_NUTS = {"chains": 4, "warmup": 1000, "draws": 1000, "seed": 1, "target_accept": 0.8,
+                "max_tree_depth": 10, "metric": "diag", "init": "map", "thin": 1}
+DEFAULT_MAP = {"seed": 1, "starts": 8, "max_iter": 1000}
+
+
+@dataclass
+class PosteriorSample:
+    """Raw NUTS output with the model's quantities per draw; arrays are (chain, draw, ...)."""
+
+    parameters: dict[str, np.ndarray]
+    derived: dict[str, np.ndarray]
+    log_likelihood: dict[str, np.ndarray]
+    posterior_predictive: dict[str, np.ndarray]
+    sample_stats: dict[str, np.ndarray]
+    settings: dict
+    timings: dict[str, float]
+    interrupted: bool = False
+    init_notes: list[str] = field(default_factory=list)
+    nuts: NutsResult | None = None
+
+
+def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np.ndarray:
+    """Starting points for n chains: 'map' (Laplace draws at the best MAP), 'prior' or 'uniform'."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    pot = program.potential_and_grad
+    if how in ("prior", "map"):
+        prior_draws = program.sample_prior(max(4 * n, 16), seed=seed)
+        z_prior = program.to_unconstrained({k: prior_draws[k] for k in program.layout})
+        u, _ = pot(z_prior)
+        z_prior = z_prior[np.isfinite(u)]
+    else:
+        z_prior = np.empty((0, program.dim))
+    z_uniform = rng.uniform(-2, 2, size=(max(4 * n, 16), program.dim))
+    if how == "uniform" or (how == "prior" and len(z_prior) < n):
+        u, _ = pot(z_uniform)
+        pool = np.concatenate([z_prior, z_uniform[np.isfinite(u)]])
+        if len(pool) < n:
+            raise InferenceFailed("no starting point with a finite log density was found",
+                                  help="check the priors, bounds and initial values; try init=map")
+        return pool[:n]
+    starts = np.concatenate([z_prior[:4], z_uniform[:4]])
+    result = find_map(pot, program.dim, starts)
+    if not np.isfinite(result.log_density):
+        raise InferenceFailed("no starting point with a finite log density was found (every optimisation failed)",
+                              help="check the priors and bounds; the ODE may fail to solve for typical prior draws")
+    if result.modes_disagree:
+        notes.append(f"optimisations from {result.n_starts} starts reached different modes (log densities "
+                     f"{np.round(np.sort(result.all_log_densities[np.isfinite(result.all_log_densities)])[::-1], 1).tolist()}); "
+                     "chains start near the best")
+    return laplace_starts(pot, result.z, n, rng)
+
+
+def sample_nuts(program, options: dict, progress: Callable | None = None) -> PosteriorSample:
+    """Run NUTS on a compiled program and evaluate every draw's derived quantities and predictions."""
+    o = {**DEFAULT_NUTS, **options}
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    init = initial_points(program, o["chains"], o["init"], o["seed"], notes)
+    t_init = time.perf_counter() - t0
+    result = run_nuts(program.potential_and_grad, init, warmup=o["warmup"], draws=o["draws"], seed=o["seed"],
+                      target_accept=o["target_accept"], max_tree_depth=o["max_tree_depth"], metric=o["metric"],
+                      progress=progress)
+    t_sample = time.perf_counter() - t0 - t_init
+    C, n_draws = result.positions.shape[:2]
+    if n_draws == 0:
+        raise KeyboardInterrupt
+    thin = max(1, int(o["thin"]))
+    keep = slice(None, None, thin)
+    positions = result.positions[:, keep]
+    n_draws = positions.shape[1]
+    flat = positions.reshape(C * n_draws, -1)
+    values = program.to_constrained(flat)
+    per_draw = program.evaluate_draws(values, seed=o["seed"])
+    t_post = time.perf_counter() - t0 - t_init - t_sample
+
+    def grouped(d):
+        return {k: v.reshape((C, n_draws) + v.shape[1:]) for k, v in d.items()}
+
+    stats = {
+        "lp": -result.potential_energy[:, keep],
+        "diverging": result.diverging[:, keep],
+        "tree_depth": result.tree_depth[:, keep],
+        "n_steps": result.n_leapfrog[:, keep],
+        "energy": result.energy[:, keep],
+        "acceptance_rate": result.accept_stat[:, keep],
+        "step_size": np.broadcast_to(result.step_size[:, None], (C, n_draws)).copy(),
+    }
+    return PosteriorSample(grouped(values), grouped(per_draw["derived"]), grouped(per_draw["log_likelihood"]),
+                           grouped(per_draw["predictive"]), stats, o,
+                           {"initialisation_s": t_init, "sampling_s": t_sample, "postprocessing_s": t_post,
+                            "gradient_calls": result.n_batched_calls, "gradient_evals": result.n_gradient_evals},
+                           result.interrupted, notes, result)
+
+
+def map_estimate(program, options: dict) -> tuple[MapResult, dict[str, np.ndarray]]:
+    """The posterior mode (no Jacobian: the mode of the constrained density) from several starts."""
+    o = {**DEFAULT_MAP, **options}
+    rng = np.random.default_rng(o["seed"])
+    prior = program.sample_prior(o["starts"], seed=o["seed"])
+    z_prior = program.to_unconstrained({k: prior[k] for k in program.layout})
+    starts = np.concatenate([z_prior, rng.uniform(-2, 2, size=(o["starts"], program.dim))])
+
+    def pot(z):
+        return program.potential_and_grad(z, jacobian=False)
+
+    result = find_map(pot, program.dim, starts, max_iter=o["max_iter"])
+    if not np.isfinite(result.log_density):
+        raise InferenceFailed("the optimiser found no point with a finite log density",
+                              help="check priors, bounds and initial values")
+    values = program.to_constrained(result.z[None, :])
+    return result, {k: v[0] for k, v in values.items()}
