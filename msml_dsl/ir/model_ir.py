@@ -17,6 +17,7 @@ import sympy
 
 from msml_dsl.data.csv_source import DataTable
 from msml_dsl.errors import Diagnostic, UnsupportedFeature
+from msml_dsl.semantics.distributions import DISTRIBUTIONS
 from msml_dsl.semantics.model import InferenceSettings, SolverSettings
 from msml_dsl.symbolic.builder import SymbolicModel
 
@@ -34,9 +35,14 @@ class LatentParameter:
     shape: tuple[int, ...]                 # () for a scalar
     distribution: str
     args: tuple[sympy.Expr, ...]           # in terms of constants and earlier parameters
-    lower: float | None
+    lower: float | None                    # the declared bounds (a truncated prior when either is set)
     upper: float | None
     elements: tuple[sympy.Symbol, ...]     # one symbol per element (a scalar has one)
+    support: tuple[float, float] | None    # bounds intersected with the prior's support; None if it moves
+
+    @property
+    def truncated(self) -> bool:
+        return self.lower is not None or self.upper is not None
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,22 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
+def _support(p, args) -> tuple[float, float] | None:
+    """Declared bounds intersected with the distribution's support (None when that depends on parameters)."""
+    spec = DISTRIBUTIONS[p.distribution]
+    if p.distribution == "Uniform":
+        if any(a.free_symbols for a in args):
+            return None
+        lo, hi = (float(a) for a in args)
+    else:
+        lo, hi = spec.support
+    if p.lower is not None:
+        lo = max(lo, p.lower)
+    if p.upper is not None:
+        hi = min(hi, p.upper)
+    return (lo, hi)
+
+
 def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelIR:
     """Group a symbolic model and its bound data by inference role.
 
@@ -130,9 +152,9 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
     params = []
     for p in model.parameters:
         elements = symbolic.parameter_elements.get(p.name) or (symbolic.symbols[p.name],)
-        params.append(LatentParameter(p.name, () if p.size is None else (p.size,), p.distribution,
-                                      tuple(symbolic.numeric(a) for a in symbolic.prior_args[p.name]),
-                                      p.lower, p.upper, tuple(elements)))
+        args = tuple(symbolic.numeric(a) for a in symbolic.prior_args[p.name])
+        params.append(LatentParameter(p.name, () if p.size is None else (p.size,), p.distribution, args,
+                                      p.lower, p.upper, tuple(elements), _support(p, args)))
 
     ode = None
     time_values = {}

@@ -91,7 +91,7 @@ def build_symbolic(model: CheckedModel) -> SymbolicModel:
         else:
             elements[p.name] = tuple(sympy.Symbol(element_name(p.name, i + 1), real=True) for i in range(p.size))
     builder = _ExprBuilder(symbols, elements)
-    constants = {symbols[n]: v for n, v in model.constants.items()}
+    constants = {symbols[n]: sympy.Float(v) for n, v in model.constants.items()}
     rhs = tuple(builder.build(model.equations[s]) for s in model.states)
     inits = tuple(builder.build(model.inits[s]) for s in model.states)
     prior_args = {p.name: tuple(builder.build(a) for a in p.args) for p in model.parameters}

@@ -26,9 +26,14 @@ from msml_dsl.ir.model_ir import LatentParameter, ModelIR
 
 DTYPE = torch.float64
 
+def _tensor_fn(fn):
+    # SymPy keeps numbers such as log(2) unevaluated; torch functions need tensors.
+    return lambda x: fn(x if torch.is_tensor(x) else torch.tensor(float(x), dtype=DTYPE))
+
+
 _TORCH_FUNCTIONS = {
-    "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "sin": torch.sin, "cos": torch.cos,
-    "tan": torch.tan, "tanh": torch.tanh, "Abs": torch.abs, "pi": math.pi, "E": math.e,
+    **{name: _tensor_fn(getattr(torch, name)) for name in ("exp", "log", "sqrt", "sin", "cos", "tan", "tanh")},
+    "Abs": _tensor_fn(torch.abs), "pi": math.pi, "E": math.e,
     "Min": lambda *a: _reduce(torch.minimum, a), "Max": lambda *a: _reduce(torch.maximum, a),
 }
 
@@ -111,7 +116,7 @@ class PyroProgram:
     >>> # program = build_pyro_program(ir); trace = pyro.poutine.trace(program.model).get_trace(4)
     """
 
-    def __init__(self, ir: ModelIR, device: str = "cpu"):
+    def __init__(self, ir: ModelIR, device: str = "cpu", fast: bool = True):
         torch.distributions.Distribution.set_default_validate_args(False)
         pyro.enable_validation(False)
         self.ir = ir
@@ -140,6 +145,12 @@ class PyroProgram:
                                              list(ir.ode.rhs))
             self._inits = TorchExpressions(ir.ode.inits)
             self._times = np.asarray(ir.ode.output_times, dtype=float)
+        self.fast = None
+        if fast:
+            from msml_dsl.backends.pyro.compiled_density import CompiledDensity, supported
+
+            if supported(ir):
+                self.fast = CompiledDensity(ir, self.system, self._log_normalizers)
 
     # ------------------------------------------------------------------ build
     def _truncation_normalizer(self, p: LatentParameter):
@@ -160,8 +171,10 @@ class PyroProgram:
         if p.shape:
             args = [a.unsqueeze(-1) if a.ndim == 1 else a for a in args]
         d = make_distribution(p.distribution, args)
-        if p.lower is not None or p.upper is not None:
-            d = Truncated(d, p.lower, p.upper, self._log_normalizers[p.name])
+        if p.truncated:
+            lo, hi = p.support if p.support is not None else (p.lower, p.upper)
+            d = Truncated(d, None if lo is None or lo == -math.inf else lo,
+                          None if hi is None or hi == math.inf else hi, self._log_normalizers[p.name])
         if p.shape:
             return d.expand((n,) + p.shape).to_event(len(p.shape))
         return d.expand((n,))
@@ -224,7 +237,16 @@ class PyroProgram:
         return total
 
     def potential_and_grad(self, z_np: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """U(z) = -log density and its gradient for a batch of unconstrained points (numpy in, numpy out)."""
+        """U(z) = -log density and its gradient for a batch of unconstrained points (numpy in, numpy out).
+
+        Uses the compiled log density when the model allows it, else the Pyro model's own trace.
+        """
+        if self.fast is not None:
+            return self.fast.potential_and_grad(z_np, jacobian)
+        return self.reference_potential_and_grad(z_np, jacobian)
+
+    def reference_potential_and_grad(self, z_np: np.ndarray, jacobian: bool = True):
+        """U and dU/dz computed through the Pyro model with torch autograd (the reference semantics)."""
         z = torch.as_tensor(np.atleast_2d(z_np), dtype=DTYPE, device=self.device).requires_grad_(True)
         lp = self.log_density(z, jacobian)
         finite = torch.isfinite(lp)
@@ -291,6 +313,9 @@ class PyroProgram:
         return out
 
 
-def build_pyro_program(ir: ModelIR, device: str = "cpu") -> PyroProgram:
-    """Compile the IR to a Pyro program on ``device`` ('cpu' or 'cuda')."""
-    return PyroProgram(ir, device)
+def build_pyro_program(ir: ModelIR, device: str = "cpu", fast: bool = True) -> PyroProgram:
+    """Compile the IR to a Pyro program on ``device`` ('cpu' or 'cuda').
+
+    ``fast`` also generates the compiled log density NUTS uses on the CPU.
+    """
+    return PyroProgram(ir, device, fast and torch.device(device).type == "cpu")

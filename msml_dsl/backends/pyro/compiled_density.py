@@ -1,0 +1,323 @@
+"""The model's log density and its gradient as generated, compiled code.
+
+The Pyro program defines the model; this module is its fast path for NUTS.
+From the IR it writes the log prior, the initial values and every
+observation's log likelihood as SymPy expressions, differentiates them
+symbolically, prints them as numba kernels looping over the batch of chains,
+and joins them to the ODE solver's forward sensitivities by the chain rule:
+
+    dU/du = dx/du * (d log prior/dx + d log lik/dx + (d log lik/dY) (dY/dθ) (dθ/dx)) + d log|J|/du
+
+One gradient of Lotka–Volterra for four chains then costs about the price of
+the ODE solve (a few hundred microseconds) rather than the milliseconds Pyro's
+effect handlers take. ``tests/backends/test_compiled_density.py`` checks that
+both paths give the same density and gradient.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numba
+import numpy as np
+import sympy
+
+from msml_dsl.backends.pyro.ode_solver import _emit_assignments as emit_assignments
+from msml_dsl.backends.pyro.ode_solver import _KernelPrinter
+from msml_dsl.ir.model_ir import ModelIR
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class _Printer(_KernelPrinter):
+    def _print_loggamma(self, expr):
+        return f"math.lgamma({self._print(expr.args[0])})"
+
+    def _print_erfc(self, expr):
+        return f"math.erfc({self._print(expr.args[0])})"
+
+    def _print_erf(self, expr):
+        return f"math.erf({self._print(expr.args[0])})"
+
+    def _print_polygamma(self, expr):
+        order, arg = expr.args
+        if order != 0:
+            return self._print_not_supported(expr)
+        return f"digamma({self._print(arg)})"
+
+
+@numba.njit(cache=True)
+def digamma(x):
+    """psi(x) by recurrence to x >= 6 and the asymptotic series (|error| < 1e-13)."""
+    if not x > 0.0:
+        return math.nan
+    result = 0.0
+    while x < 6.0:
+        result -= 1.0 / x
+        x += 1.0
+    inv = 1.0 / x
+    inv2 = inv * inv
+    result += math.log(x) - 0.5 * inv - inv2 * (1.0 / 12 - inv2 * (1.0 / 120 - inv2 * (1.0 / 252 - inv2 * (
+        1.0 / 240 - inv2 / 132))))
+    return result
+
+
+def log_pdf(name: str, x, a) -> sympy.Expr:
+    """The log density (or mass) of a language distribution, as SymPy, matching torch's."""
+    log, lg = sympy.log, sympy.loggamma
+    if name == "Normal":
+        m, s = a
+        return -((x - m) / s) ** 2 / 2 - log(s) - _HALF_LOG_2PI
+    if name == "LogNormal":
+        m, s = a
+        return -((log(x) - m) / s) ** 2 / 2 - log(s) - _HALF_LOG_2PI - log(x)
+    if name == "HalfNormal":
+        (s,) = a
+        return math.log(2) - (x / s) ** 2 / 2 - log(s) - _HALF_LOG_2PI
+    if name == "HalfCauchy":
+        (s,) = a
+        return math.log(2) - math.log(math.pi) - log(s) - log(1 + (x / s) ** 2)
+    if name == "Exponential":
+        (r,) = a
+        return log(r) - r * x
+    if name == "Gamma":
+        k, r = a
+        return k * log(r) + (k - 1) * log(x) - r * x - lg(k)
+    if name == "Beta":
+        c1, c0 = a
+        return (c1 - 1) * log(x) + (c0 - 1) * log(1 - x) - lg(c1) - lg(c0) + lg(c1 + c0)
+    if name == "StudentT":
+        nu, m, s = a
+        return (lg((nu + 1) / 2) - lg(nu / 2) - log(s) - log(nu * math.pi) / 2
+                - (nu + 1) / 2 * log(1 + ((x - m) / s) ** 2 / nu))
+    if name == "Cauchy":
+        m, s = a
+        return -math.log(math.pi) - log(s) - log(1 + ((x - m) / s) ** 2)
+    if name == "Uniform":
+        lo, hi = a
+        return -log(hi - lo)
+    if name == "Poisson":
+        (r,) = a
+        return x * log(r) - r - lg(x + 1)
+    if name == "NegBinomial2":
+        mu, phi = a
+        return (lg(x + phi) - lg(x + 1) - lg(phi) + phi * (log(phi) - log(mu + phi))
+                + x * (log(mu) - log(mu + phi)))
+    raise KeyError(name)
+
+
+def _log_cdf_difference(name: str, args, lo: float, hi: float):
+    """log(F(hi) - F(lo)) as SymPy for parameter-dependent truncation (Normal family only)."""
+    def ncdf(z):
+        return sympy.erfc(-z / math.sqrt(2)) / 2
+
+    if name == "Normal":
+        m, s = args
+        F = lambda v: ncdf((v - m) / s)  # noqa: E731
+    elif name == "LogNormal":
+        m, s = args
+        F = lambda v: ncdf((math.log(v) - m) / s) if v > 0 else 0  # noqa: E731
+    elif name == "Exponential":
+        (r,) = args
+        F = lambda v: 1 - sympy.exp(-r * v) if v > 0 else 0  # noqa: E731
+    elif name == "Cauchy":
+        m, s = args
+        F = lambda v: sympy.atan((v - m) / s) / math.pi + sympy.Rational(1, 2)  # noqa: E731
+    else:
+        return None
+    upper = 1 if hi == math.inf else F(hi)
+    lower = 0 if lo == -math.inf else F(lo)
+    return sympy.log(upper - lower)
+
+
+def supported(ir: ModelIR) -> bool:
+    """Whether the fast path covers this model (else the Pyro program's handlers are used)."""
+    for p in ir.parameters:
+        if p.support is None:
+            return False
+        if p.truncated and any(a.free_symbols for a in p.args) and p.distribution not in (
+                "Normal", "LogNormal", "Exponential", "Cauchy"):
+            return False
+    return True
+
+
+class CompiledDensity:
+    """Batched U(z) = -log density and dU/dz, generated from the IR."""
+
+    def __init__(self, ir: ModelIR, system=None, log_normalizers: dict | None = None):
+        t_start = time.perf_counter()
+        self.ir = ir
+        self.system = system
+        elements = [e for p in ir.parameters for e in p.elements]
+        self.n_elements = E = len(elements)
+        xs = [sympy.Symbol(f"_x{i}", real=True) for i in range(E)]
+        to_x = dict(zip(elements, xs))
+
+        # transforms: kinds 0 real, 1 lower, 2 upper, 3 interval
+        kinds, lo, hi = [], [], []
+        for p in ir.parameters:
+            a, b = p.support
+            kind = 0 if (a == -math.inf and b == math.inf) else 1 if b == math.inf else 2 if a == -math.inf else 3
+            for _ in p.elements:
+                kinds.append(kind)
+                lo.append(a)
+                hi.append(b)
+        self.kinds, self.lo, self.hi = np.array(kinds), np.array(lo), np.array(hi)
+
+        lines = ["import math", "import numba", ""]
+        printer = _Printer()
+
+        # log prior
+        prior_terms = []
+        offset = 0
+        for p in ir.parameters:
+            args = [a.xreplace(to_x) for a in p.args]
+            for i, _ in enumerate(p.elements):
+                prior_terms.append(log_pdf(p.distribution, xs[offset + i], args))
+                if p.truncated:
+                    const = (log_normalizers or {}).get(p.name)
+                    if const is not None:
+                        prior_terms.append(-float(const))
+                    else:
+                        norm = _log_cdf_difference(p.distribution, args, *p.support)
+                        prior_terms.append(-norm)
+            offset += len(p.elements)
+        lp = sympy.Add(*prior_terms)
+        grads = [sympy.diff(lp, x) for x in xs]
+        lines += self._kernel("prior", ["x", "lp", "gx"], E, xs, [("lp[_b]", lp)] +
+                              [(f"gx[_b, {i}]", g) for i, g in enumerate(grads) if g != 0], printer)
+
+        # initial values of the ODE and their derivatives
+        self.ode = ir.ode
+        if ir.ode is not None:
+            n = len(ir.ode.states)
+            inits = [e.xreplace(to_x) for e in ir.ode.inits]
+            targets = [(f"y0[_b, {j}]", e) for j, e in enumerate(inits)]
+            targets += [(f"dy0[_b, {j}, {i}]", sympy.diff(e, xs[i])) for j, e in enumerate(inits)
+                        for i in range(E) if sympy.diff(e, xs[i]) != 0]
+            lines += self._kernel("inits", ["x", "y0", "dy0"], E, xs, targets, printer)
+            self.p_index = np.array([elements.index(s) for s in ir.ode.parameters], dtype=np.int64)
+            self.n_states = n
+        # observations
+        self._obs_meta = []
+        for k, o in enumerate(ir.observations):
+            v = sympy.Symbol("_v", real=True)
+            ys = [sympy.Symbol(f"_s{j}", real=True) for j in range(len(ir.ode.states))] if ir.ode else []
+            cov_names = sorted(o.covariates)
+            cs = [sympy.Symbol(f"_c{j}", real=True) for j in range(len(cov_names))]
+            sub = dict(to_x)
+            if ir.ode:
+                sub.update(dict(zip(ir.ode.states, ys)))
+            sub.update({sympy.Symbol(name, real=True): c for name, c in zip(cov_names, cs)})
+            args = [a.xreplace(sub) for a in o.args]
+            ll = log_pdf(o.distribution, v, args)
+            targets = [("_ll", ll)]
+            targets += [(f"_gs{j}", sympy.diff(ll, y)) for j, y in enumerate(ys)]
+            targets += [(f"_gx{i}", sympy.diff(ll, x)) for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
+            used_x = [i for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
+            body = [f"def obs{k}(x, Y, tidx, values, mask, cov, lp, gx, gY):",
+                    "    for _b in range(x.shape[0]):"]
+            body += [f"        _x{i} = x[_b, {i}]" for i in range(E)]
+            body += ["        for _r in range(values.shape[0]):",
+                     "            if not mask[_r]:", "                continue",
+                     "            _v = values[_r]"]
+            if ys:
+                body.append("            _t = tidx[_r]")
+                body += [f"            _s{j} = Y[_b, _t, {j}]" for j in range(len(ys))]
+            body += [f"            _c{j} = cov[{j}, _r]" for j in range(len(cs))]
+            body += emit_assignments(printer, targets, indent="            ")
+            body.append("            lp[_b] += _ll")
+            body += [f"            gY[_b, _t, {j}] += _gs{j}" for j in range(len(ys))]
+            body += [f"            gx[_b, {i}] += _gx{i}" for i in used_x]
+            lines += body + [""]
+            cov = np.array([o.covariates[c] for c in cov_names]) if cov_names else np.zeros((0, o.values.size))
+            tidx = o.time_index if o.time_index is not None else np.zeros(o.values.size, dtype=np.int64)
+            self._obs_meta.append((np.ascontiguousarray(o.values, dtype=float), np.ascontiguousarray(o.mask),
+                                   np.ascontiguousarray(tidx, dtype=np.int64), np.ascontiguousarray(cov, dtype=float)))
+        self.source = "\n".join(lines)
+        namespace: dict = {"digamma": digamma}
+        exec(compile(self.source, "<msml-log-density>", "exec"), namespace)
+        jit = numba.njit(cache=False, error_model="numpy", fastmath=False)
+        self._prior = jit(namespace["prior"])
+        self._inits = jit(namespace["inits"]) if ir.ode is not None else None
+        self._obs = [jit(namespace[f"obs{k}"]) for k in range(len(ir.observations))]
+        self._warm_up()
+        self.compile_seconds = time.perf_counter() - t_start
+
+    @staticmethod
+    def _kernel(name, args, E, xs, targets, printer) -> list[str]:
+        body = [f"def {name}({', '.join(args)}):", "    for _b in range(x.shape[0]):"]
+        body += [f"        _x{i} = x[_b, {i}]" for i in range(E)]
+        body += emit_assignments(printer, targets, indent="        ") or ["        pass"]
+        return body + [""]
+
+    def _warm_up(self) -> None:
+        z = np.zeros((1, self.n_elements))
+        self.potential_and_grad(z)
+
+    # ------------------------------------------------------------------ eval
+    def transform(self, z: np.ndarray):
+        """Unconstrained z → constrained x, dx/dz, log|dx/dz| and its derivative (elementwise)."""
+        x = z.copy()
+        dx = np.ones_like(z)
+        logdet = np.zeros_like(z)
+        dlogdet = np.zeros_like(z)
+        k, lo, hi = self.kinds, self.lo, self.hi
+        with np.errstate(over="ignore", invalid="ignore"):
+            for kind in (1, 2):
+                m = k == kind
+                if m.any():
+                    e = np.exp(z[:, m])
+                    x[:, m] = lo[m] + e if kind == 1 else hi[m] - e
+                    dx[:, m] = e if kind == 1 else -e
+                    logdet[:, m] = z[:, m]
+                    dlogdet[:, m] = 1.0
+            m = k == 3
+            if m.any():
+                s = 1.0 / (1.0 + np.exp(-z[:, m]))
+                width = hi[m] - lo[m]
+                x[:, m] = lo[m] + width * s
+                dx[:, m] = width * s * (1 - s)
+                logdet[:, m] = np.log(width) - np.logaddexp(0, -z[:, m]) - np.logaddexp(0, z[:, m])
+                dlogdet[:, m] = 1 - 2 * s
+        return x, dx, logdet, dlogdet
+
+    def potential_and_grad(self, z: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        z = np.ascontiguousarray(np.atleast_2d(z), dtype=float)
+        B = z.shape[0]
+        x, dx, logdet, dlogdet = self.transform(z)
+        lp = np.zeros(B)
+        gx = np.zeros((B, self.n_elements))
+        with np.errstate(all="ignore"):
+            self._prior(x, lp, gx)
+            if self.ode is not None:
+                n = self.n_states
+                y0 = np.zeros((B, n))
+                dy0 = np.zeros((B, n, self.n_elements))
+                self._inits(x, y0, dy0)
+                solver = self.ode.solver
+                Y, SP, S0, ok = self.system.solve(y0, x[:, self.p_index], self.ode.t0, self.ode.output_times,
+                                                  method=solver.method, rtol=solver.rtol, atol=solver.atol,
+                                                  max_steps=solver.max_steps, sensitivities=True)
+                gY = np.zeros_like(Y)
+            else:
+                Y = gY = np.zeros((B, 1, 0))
+                ok = np.ones(B, dtype=bool)
+            for fn, (values, mask, tidx, cov) in zip(self._obs, self._obs_meta):
+                fn(x, Y, tidx, values, mask, cov, lp, gx, gY)
+            if self.ode is not None:
+                flat = gY.reshape(B, 1, -1)
+                if self.p_index.size:
+                    gx[:, self.p_index] += np.matmul(flat, SP.reshape(B, flat.shape[2], -1))[:, 0]
+                gy0 = np.matmul(flat, S0.reshape(B, flat.shape[2], -1))[:, 0]
+                gx += np.einsum("bn,bne->be", gy0, dy0)
+            gz = gx * dx
+            if jacobian:
+                lp = lp + logdet.sum(axis=1)
+                gz = gz + dlogdet
+        u, g = -lp, -gz
+        bad = ~ok | ~np.isfinite(u) | ~np.isfinite(g).all(axis=1)
+        u[bad] = np.inf
+        g[bad] = 0.0
+        return u, g
