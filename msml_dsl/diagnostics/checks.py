@@ -145,7 +145,7 @@ def check_convergence(
                     f"R-hat above {rhat_threshold:g} for {len(bad)} of {len(rh)} "
                     f"parameters; worst: {_fmt_worst(bad, '.3f')}. The chains have "
                     "not mixed, so the posterior estimates are unreliable.",
-                    "Run longer chains (more num_samples and num_warmup); if R-hat "
+                    "Run longer chains (raise draws= and warmup= in the infer statement, or --draws and --warmup); if R-hat "
                     "stays high, reparameterise the model (e.g. non-centred "
                     "hierarchical priors) or tighten weakly identified priors.",
                     "warning",
@@ -174,7 +174,7 @@ def check_convergence(
                 f"chain x {n_chains} chains) for {len(low)} of {len(vals)} "
                 f"parameters; lowest: {_fmt_worst(low, '.0f')}. Estimates of "
                 f"{what} are imprecise.",
-                "Draw more samples (raise num_samples); if ESS per draw is very "
+                "Draw more samples (raise draws= or --draws); if ESS per draw is very "
                 "low, reparameterise to reduce posterior correlations "
                 "(e.g. non-centred parameterisation, standardised predictors).",
                 "warning",
@@ -257,7 +257,7 @@ def check_convergence(
                             "heavy tails or funnels.",
                             "Reparameterise the model (e.g. non-centred "
                             "parameterisation, log-transform or rescale heavy-tailed "
-                            "parameters) and run longer warmup (raise num_warmup).",
+                            "parameters) and run longer warmup (raise warmup= or --warmup).",
                             "warning",
                         )
                     )

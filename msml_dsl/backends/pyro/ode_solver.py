@@ -121,13 +121,13 @@ _RW_d = _rw_G.sum(axis=1)
 # --------------------------------------------------------------------------
 # generic numba helpers (cached)
 # --------------------------------------------------------------------------
-_jit = numba.njit(cache=True, fastmath=False, nogil=True)
+_jit = numba.njit(cache=True, fastmath=False, nogil=True, error_model="numpy")
 # small hot helpers are inlined at numba-IR level: calls between separately compiled
 # functions pass arrays with atomic refcount traffic, which dominated the step cost.
-_ijit = numba.njit(cache=True, fastmath=False, nogil=True, inline="always")
+_ijit = numba.njit(cache=True, fastmath=False, nogil=True, inline="always", error_model="numpy")
 # the stepping loops allocate nothing (workspace comes from the caller) and are compiled
 # without the NRT, so no reference counting happens inside the hot loop at all.
-_njit_nrt_free = numba.njit(cache=True, fastmath=False, nogil=True, _nrt=False)
+_njit_nrt_free = numba.njit(cache=True, fastmath=False, nogil=True, _nrt=False, error_model="numpy")
 
 
 @_ijit
@@ -667,7 +667,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
     return _OK, t, idx, nsteps
 
 
-@numba.njit(_SIG_BATCH, cache=True, nogil=True)
+@numba.njit(_SIG_BATCH, cache=True, nogil=True, error_model="numpy")
 def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, atol, max_steps, sens,
                  Y, SP, S0, ok, nsteps_out):
     Ca, Aa, Ea, Pm = _DP_C, _DP_A, _DP_E, _DP_P
@@ -805,6 +805,15 @@ class _KernelPrinter(PythonCodePrinter):
 
     def _print_Integer(self, expr):
         return str(int(expr))
+
+    def _print_Pow(self, expr, rational=False):
+        # numba raises ZeroDivisionError for 0.0 ** -k even under the numpy error model;
+        # a division gives inf instead, which the caller treats as a rejected point.
+        base, exp = expr.args
+        if exp.is_Number and exp < 0:
+            positive = sympy.Pow(base, -exp, evaluate=False) if exp != -1 else base
+            return "(1.0 / ({}))".format(self._print(positive))
+        return super()._print_Pow(expr, rational=rational)
 
     def _print_Rational(self, expr):
         return repr(float(expr.p) / float(expr.q))

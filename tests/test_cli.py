@@ -1,0 +1,123 @@
+"""The command line: exit codes, located errors, no tracebacks, run folders, interrupted runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import msml_dsl
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+
+TINY = """model tiny "A conjugate normal mean"
+param mu ~ Normal(0, 3)
+data d = csv("y.csv")
+observe d.y ~ Normal(mu, 2)
+derive twice = 2 * mu
+infer nuts(chains=2, warmup=100, draws=100, seed=4)
+"""
+
+
+def msml(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "msml_dsl", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    (tmp_path / "y.csv").write_text("y\n1.0\n2.5\n\n0.3\n")
+    (tmp_path / "tiny.msml").write_text(TINY)
+    return tmp_path / "tiny.msml"
+
+
+def test_version_and_help():
+    r = msml("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"msml {msml_dsl.__version__}"
+    r = msml("--help")
+    assert r.returncode == 0 and "exit codes" in r.stdout and "130" in r.stdout
+
+
+def test_check_good_and_bad():
+    r = msml("check", "models/lotka_volterra/model.msml")
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout
+    r = msml("check", GOLDEN / "bad" / "unknown_name_typo_param.msml")
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "unknown_name_typo_param.msml:" in r.stderr and "^" in r.stderr and "did you mean" in r.stderr
+
+
+def test_missing_file_and_garbage_input(tmp_path):
+    r = msml("check", tmp_path / "nope.msml")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "bin.msml").write_bytes(b"\xff\xfe\x00model")
+    r = msml("run", tmp_path / "bin.msml")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_unsupported_statement_exits_4():
+    r = msml("run", GOLDEN / "good" / "pinn_heat_forward.msml")
+    assert r.returncode == 4
+    assert "E401" in r.stderr and "not supported yet" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_compile_emits_each_stage():
+    for stage, needle in [("ast", "ParamDecl"), ("ir", '"rhs"'), ("pyro", "pyro.plate")]:
+        r = msml("compile", "models/lotka_volterra/model.msml", "--emit", stage)
+        assert r.returncode == 0, r.stderr
+        assert needle in r.stdout
+    ir = json.loads(msml("compile", "models/lotka_volterra/model.msml", "--emit", "ir").stdout)
+    assert ir["ode"]["states"] == ["H", "L"] and len(ir["parameters"]) == 8
+
+
+def test_cuda_without_gpu_is_a_clear_error(tiny):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = msml("run", tiny, "--device", "cuda")
+    assert r.returncode == 2 and "E501" in r.stderr
+
+
+def test_run_writes_a_complete_run_folder(tiny, tmp_path):
+    out = tmp_path / "run"
+    r = msml("run", tiny, "--out", out, "--quiet", "--seed", "5")
+    assert r.returncode == 0, r.stderr
+    assert {p.name for p in out.iterdir()} == {"posterior.nc", "summary.txt", "model.msml", "run.json"}
+    record = json.loads((out / "run.json").read_text())
+    assert record["settings"]["seed"] == 5 and record["settings"]["chains"] == 2
+    assert "torch" in record["versions"]
+    assert (out / "model.msml").read_text() == TINY
+    from msml_dsl.diagnostics import get_group, group_names, load_netcdf
+    data = load_netcdf(out / "posterior.nc")
+    groups = set(group_names(data))
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood", "posterior_predictive"} <= groups
+    post = get_group(data, "posterior")
+    assert post["mu"].shape == (2, 100) and "twice" in post
+    assert get_group(data, "observed_data")["d.y"].shape == (3,)  # the empty cell is masked
+    stats = get_group(data, "sample_stats")
+    assert {"diverging", "tree_depth", "energy", "n_steps", "lp"} <= set(stats.data_vars)
+    assert "r_hat" in r.stdout and "mu" in r.stdout
+
+
+def test_map_method(tiny):
+    r = msml("run", tiny, "--method", "map")
+    assert r.returncode == 0, r.stderr
+    assert "MAP of tiny" in r.stdout
+
+
+def test_interrupted_sampling_keeps_completed_draws(tiny):
+    model = msml_dsl.compile_file(tiny, device="cpu")
+
+    def progress(iteration, total, info):
+        if info["phase"] == "sampling" and iteration >= 100 + 30:
+            raise KeyboardInterrupt
+
+    fit = model.sample(chains=2, warmup=100, draws=100, seed=1, progress=progress)
+    assert fit.sample.interrupted
+    n = fit.posterior["mu"].shape[1]
+    assert 25 <= n < 100
+    assert np.isfinite(fit.posterior["mu"]).all()
