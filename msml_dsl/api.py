@@ -198,7 +198,8 @@ class Fit:
                     coords[f"{p.name}_dim"] = np.arange(1, p.shape[0] + 1)
             self._idata = build_inference_data(
                 posterior=self.posterior, sample_stats=s.sample_stats, observed_data=observed,
-                log_likelihood=s.log_likelihood, posterior_predictive=predictive, dims=dims, coords=coords,
+                log_likelihood=s.log_likelihood, posterior_predictive=predictive, prior=s.prior or None,
+                prior_predictive=s.prior_predictive or None, dims=dims, coords=coords,
                 attrs={"model": self.model.ir.name, "msml_version": __version__,
                        "seed": int(s.settings["seed"])})
         return self._idata

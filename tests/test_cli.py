@@ -94,7 +94,8 @@ def test_run_writes_a_complete_run_folder(tiny, tmp_path):
     from msml_dsl.diagnostics import get_group, group_names, load_netcdf
     data = load_netcdf(out / "posterior.nc")
     groups = set(group_names(data))
-    assert {"posterior", "sample_stats", "observed_data", "log_likelihood", "posterior_predictive"} <= groups
+    assert {"posterior", "sample_stats", "observed_data", "log_likelihood", "posterior_predictive", "prior",
+            "prior_predictive"} <= groups
     post = get_group(data, "posterior")
     assert post["mu"].shape == (2, 100) and "twice" in post
     assert get_group(data, "observed_data")["d.y"].shape == (3,)  # the empty cell is masked

@@ -35,6 +35,8 @@ class PosteriorSample:
     interrupted: bool = False
     init_notes: list[str] = field(default_factory=list)
     nuts: NutsResult | None = None
+    prior: dict[str, np.ndarray] = field(default_factory=dict)
+    prior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np.ndarray:
@@ -89,6 +91,7 @@ def sample_nuts(program, options: dict, progress: Callable | None = None) -> Pos
     flat = positions.reshape(C * n_draws, -1)
     values = program.to_constrained(flat)
     per_draw = program.evaluate_draws(values, seed=o["seed"])
+    prior, prior_predictive = prior_draws(program, n_draws, o["seed"])
     t_post = time.perf_counter() - t0 - t_init - t_sample
 
     def grouped(d):
@@ -107,7 +110,16 @@ def sample_nuts(program, options: dict, progress: Callable | None = None) -> Pos
                            grouped(per_draw["predictive"]), stats, o,
                            {"initialisation_s": t_init, "sampling_s": t_sample, "postprocessing_s": t_post,
                             "gradient_calls": result.n_batched_calls, "gradient_evals": result.n_gradient_evals},
-                           result.interrupted, notes, result)
+                           result.interrupted, notes, result, prior, prior_predictive)
+
+
+def prior_draws(program, n: int, seed: int) -> tuple[dict, dict]:
+    """Prior draws of parameters and derived quantities, and prior predictive observations, as (1, n, ...)."""
+    draws = program.sample_prior(n, seed=seed + 1)
+    observed = {o.name: o for o in program.ir.observations}
+    prior = {k: v[None] for k, v in draws.items() if k not in observed}
+    predictive = {k: v[None][..., observed[k].mask] for k, v in draws.items() if k in observed}
+    return prior, predictive
 
 
 def map_estimate(program, options: dict) -> tuple[MapResult, dict[str, np.ndarray]]:

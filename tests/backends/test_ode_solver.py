@@ -377,3 +377,16 @@ def test_batch_rows_independent(lv, method):
         np.testing.assert_array_equal(Yb[0], Y[b])
         np.testing.assert_array_equal(SPb[0], SP[b])
         np.testing.assert_array_equal(S0b[0], S0[b])
+
+
+@pytest.mark.parametrize("method", ["rk45", "stiff"])
+def test_parameter_sensitivities_without_initial_value_sensitivities(lv, method):
+    """Skipping dY/dy0 (constant initial values) leaves Y and dY/dp as they were (to tolerance)."""
+    y0 = np.array([[34.0, 5.9], [20.0, 8.0]])
+    p = np.array([[0.55, 0.028, 0.80, 0.024], [0.6, 0.03, 0.7, 0.02]])
+    times = np.linspace(0.0, 20.0, 21)
+    Y1, SP1, S01, ok1 = lv.solve(y0, p, 0.0, times, method=method, rtol=1e-8, atol=1e-8)
+    Y2, SP2, S02, ok2 = lv.solve(y0, p, 0.0, times, method=method, rtol=1e-8, atol=1e-8, y0_sensitivities=False)
+    assert ok1.all() and ok2.all() and S02 is None and S01.shape == (2, 21, 2, 2)
+    np.testing.assert_allclose(Y2, Y1, rtol=1e-5)
+    np.testing.assert_allclose(SP2, SP1, rtol=1e-4, atol=1e-6 * np.abs(SP1).max())

@@ -199,6 +199,8 @@ class CompiledDensity:
             lines += self._kernel("inits", ["x", "y0", "dy0"], E, xs, targets, printer)
             self.p_index = np.array([elements.index(s) for s in ir.ode.parameters], dtype=np.int64)
             self.n_states = n
+            # Constant initial values need no sensitivities: for n states that saves n^2 equations.
+            self.y0_depends_on_parameters = any(e.free_symbols for e in inits)
         # observations
         self._obs_meta = []
         for k, o in enumerate(ir.observations):
@@ -242,8 +244,108 @@ class CompiledDensity:
         self._prior = jit(namespace["prior"])
         self._inits = jit(namespace["inits"]) if ir.ode is not None else None
         self._obs = [jit(namespace[f"obs{k}"]) for k in range(len(ir.observations))]
+        self._potential, self._fused_args = self._fuse(jit)
         self._warm_up()
         self.compile_seconds = time.perf_counter() - t_start
+
+    def _fuse(self, jit):
+        """One compiled function for the whole potential: transform, prior, solve, likelihood, chain rule.
+
+        A single call keeps Python out of the hot path (each separate numpy or numba call costs
+        microseconds, as much as the arithmetic of a small model).
+        """
+        from msml_dsl.backends.pyro.ode_solver import METHODS, _solve_batch
+
+        K = len(self._obs)
+        obs_args = [f"ov{k}, om{k}, ot{k}, oc{k}" for k in range(K)]
+        ode = self.ode is not None
+        src = ["def potential(z, jacobian, U, G, kinds, lo, hi" + (", p_index, times, solver_args" if ode else "")
+               + "".join(", " + a for a in obs_args) + "):",
+               "    B, D = z.shape",
+               "    x = np.empty((B, D)); dx = np.ones((B, D)); ld = np.zeros(B); dld = np.zeros((B, D))",
+               "    for b in range(B):",
+               "        for i in range(D):",
+               "            u = z[b, i]; k = kinds[i]",
+               "            if k == 0:",
+               "                x[b, i] = u",
+               "            elif k == 1 or k == 2:",
+               "                e = math.exp(u)",
+               "                x[b, i] = lo[i] + e if k == 1 else hi[i] - e",
+               "                dx[b, i] = e if k == 1 else -e",
+               "                ld[b] += u; dld[b, i] = 1.0",
+               "            else:",
+               "                sg = 1.0 / (1.0 + math.exp(-u)); w = hi[i] - lo[i]",
+               "                x[b, i] = lo[i] + w * sg; dx[b, i] = w * sg * (1.0 - sg)",
+               "                ld[b] += math.log(w) + math.log(sg) + math.log1p(-sg) if 0.0 < sg < 1.0 else -math.inf",
+               "                dld[b, i] = 1.0 - 2.0 * sg",
+               "    lp = np.zeros(B); gx = np.zeros((B, D))",
+               "    prior(x, lp, gx)"]
+        if ode:
+            n = self.n_states
+            src += [f"    y0 = np.zeros((B, {n})); dy0 = np.zeros((B, {n}, D))",
+                    "    inits(x, y0, dy0)",
+                    "    P = p_index.shape[0]",
+                    "    p = np.empty((B, P))",
+                    "    for b in range(B):",
+                    "        for j in range(P):",
+                    "            p[b, j] = x[b, p_index[j]]",
+                    "    T = times.shape[0]",
+                    f"    Y = np.empty((B, T, {n})); SP = np.empty((B, T, {n}, P)); "
+                    f"S0 = np.empty((B, T, {n}, {n if self.y0_depends_on_parameters else 0}))",
+                    "    ok = np.zeros(B, dtype=np.bool_); nsteps = np.zeros(B, dtype=np.int64)",
+                    "    f_addr, fj_addr, td_addr, has_t, t0, method, rtol, atol, max_steps = solver_args",
+                    "    solve_batch(f_addr, fj_addr, td_addr, has_t, y0, p, t0, times, method, rtol, atol, max_steps,",
+                    "                True, Y, SP, S0, ok, nsteps)",
+                    f"    gY = np.zeros((B, T, {n}))"]
+        else:
+            src += ["    Y = np.zeros((B, 1, 0)); gY = np.zeros((B, 1, 0)); ok = np.ones(B, dtype=np.bool_)"]
+        src += [f"    obs{k}(x, Y, ot{k}, ov{k}, om{k}, oc{k}, lp, gx, gY)" for k in range(K)]
+        if ode:
+            src += ["    for b in range(B):",
+                    "        if not ok[b]:",
+                    "            continue",
+                    "        for t in range(T):",
+                    f"            for i in range({n}):",
+                    "                gyi = gY[b, t, i]",
+                    "                if gyi == 0.0:",
+                    "                    continue",
+                    "                for j in range(P):",
+                    "                    gx[b, p_index[j]] += gyi * SP[b, t, i, j]",
+                    f"                for m in range({n if self.y0_depends_on_parameters else 0}):",
+                    "                    s0 = gyi * S0[b, t, i, m]",
+                    "                    for e in range(D):",
+                    "                        gx[b, e] += s0 * dy0[b, m, e]"]
+        src += ["    for b in range(B):",
+                "        total = lp[b] + (ld[b] if jacobian else 0.0)",
+                "        good = ok[b] and math.isfinite(total)",
+                "        for i in range(D):",
+                "            gi = gx[b, i] * dx[b, i] + (dld[b, i] if jacobian else 0.0)",
+                "            G[b, i] = -gi",
+                "            if not math.isfinite(gi):",
+                "                good = False",
+                "        U[b] = -total",
+                "        if not good:",
+                "            U[b] = math.inf",
+                "            for i in range(D):",
+                "                G[b, i] = 0.0",
+                ""]
+        self.fused_source = "\n".join(src)
+        namespace = {"np": np, "math": math, "prior": self._prior, "inits": self._inits,
+                     "solve_batch": _solve_batch, **{f"obs{k}": fn for k, fn in enumerate(self._obs)}}
+        exec(compile(self.fused_source, "<msml-potential>", "exec"), namespace)
+        args = [np.ascontiguousarray(self.kinds, dtype=np.int64), np.ascontiguousarray(self.lo, dtype=np.float64),
+                np.ascontiguousarray(self.hi, dtype=np.float64)]
+        if ode:
+            solver = self.ode.solver
+            sys_ = self.system
+            args += [np.ascontiguousarray(self.p_index, dtype=np.int64),
+                     np.ascontiguousarray(self.ode.output_times, dtype=np.float64),
+                     (sys_.f_only.address, sys_.f_jac.address, sys_.t_deriv.address, bool(sys_.has_time),
+                      float(self.ode.t0), METHODS[solver.method], float(solver.rtol), float(solver.atol),
+                      int(solver.max_steps))]
+        for values, mask, tidx, cov in self._obs_meta:
+            args += [values, mask, tidx, cov]
+        return jit(namespace["potential"]), tuple(args)
 
     @staticmethod
     def _kernel(name, args, E, xs, targets, printer) -> list[str]:
@@ -284,40 +386,8 @@ class CompiledDensity:
         return x, dx, logdet, dlogdet
 
     def potential_and_grad(self, z: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        z = np.ascontiguousarray(np.atleast_2d(z), dtype=float)
-        B = z.shape[0]
-        x, dx, logdet, dlogdet = self.transform(z)
-        lp = np.zeros(B)
-        gx = np.zeros((B, self.n_elements))
-        with np.errstate(all="ignore"):
-            self._prior(x, lp, gx)
-            if self.ode is not None:
-                n = self.n_states
-                y0 = np.zeros((B, n))
-                dy0 = np.zeros((B, n, self.n_elements))
-                self._inits(x, y0, dy0)
-                solver = self.ode.solver
-                Y, SP, S0, ok = self.system.solve(y0, x[:, self.p_index], self.ode.t0, self.ode.output_times,
-                                                  method=solver.method, rtol=solver.rtol, atol=solver.atol,
-                                                  max_steps=solver.max_steps, sensitivities=True)
-                gY = np.zeros_like(Y)
-            else:
-                Y = gY = np.zeros((B, 1, 0))
-                ok = np.ones(B, dtype=bool)
-            for fn, (values, mask, tidx, cov) in zip(self._obs, self._obs_meta):
-                fn(x, Y, tidx, values, mask, cov, lp, gx, gY)
-            if self.ode is not None:
-                flat = gY.reshape(B, 1, -1)
-                if self.p_index.size:
-                    gx[:, self.p_index] += np.matmul(flat, SP.reshape(B, flat.shape[2], -1))[:, 0]
-                gy0 = np.matmul(flat, S0.reshape(B, flat.shape[2], -1))[:, 0]
-                gx += np.einsum("bn,bne->be", gy0, dy0)
-            gz = gx * dx
-            if jacobian:
-                lp = lp + logdet.sum(axis=1)
-                gz = gz + dlogdet
-        u, g = -lp, -gz
-        bad = ~ok | ~np.isfinite(u) | ~np.isfinite(g).all(axis=1)
-        u[bad] = np.inf
-        g[bad] = 0.0
+        z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float64)
+        u = np.empty(z.shape[0])
+        g = np.empty(z.shape)
+        self._potential(z, bool(jacobian), u, g, *self._fused_args)
         return u, g

@@ -27,7 +27,10 @@ class _OdeSolveFn(torch.autograd.Function):
     def forward(ctx, y0, p, system, t0, times, opts):
         y0_np = y0.detach().to("cpu", torch.float64).numpy()
         p_np = p.detach().to("cpu", torch.float64).numpy()
-        Y, SP, S0, ok = system.solve(y0_np, p_np, t0, times, sensitivities=True, **opts)
+        y0_sens = bool(y0.requires_grad)
+        Y, SP, S0, ok = system.solve(y0_np, p_np, t0, times, sensitivities=True, y0_sensitivities=y0_sens, **opts)
+        if S0 is None:  # constant initial values: no sensitivities with respect to them
+            S0 = np.zeros((Y.shape[0], Y.shape[1], Y.shape[2], 0))
         bad = ~ok
         if bad.any():
             SP[bad] = 0.0

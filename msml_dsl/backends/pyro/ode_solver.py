@@ -297,7 +297,7 @@ def _store(Y, SP, S0, b, idx, y, S, P, sens):
         for i in range(n):
             for k in range(P):
                 SP[b, idx, i, k] = S[i, k]
-            for k in range(n):
+            for k in range(S0.shape[3]):
                 S0[b, idx, i, k] = S[i, P + k]
 
 
@@ -676,7 +676,8 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
     n = y0.shape[1]
     P = p.shape[1]
     T = times.shape[0]
-    m = (P + n) if sens else 0
+    n0 = S0.shape[3] if sens else 0  # 0 when the initial values need no sensitivities
+    m = (P + n0) if sens else 0
     # workspace (shared by rows)
     Ky = np.empty((7, n))
     KS = np.empty((7, n, m))
@@ -708,7 +709,7 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
     for b in range(B):
         y = y0[b].copy()
         S = np.zeros((n, m))
-        if sens:
+        if sens and n0 > 0:
             for i in range(n):
                 S[i, P + i] = 1.0
         pb = p[b].copy()
@@ -749,7 +750,7 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
                         for c in range(P):
                             if not math.isfinite(SP[b, k, i, c]):
                                 good = False
-                        for c in range(n):
+                        for c in range(n0):
                             if not math.isfinite(S0[b, k, i, c]):
                                 good = False
         ok[b] = good
@@ -760,7 +761,7 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
                     if sens:
                         for c in range(P):
                             SP[b, k, i, c] = np.nan
-                        for c in range(n):
+                        for c in range(n0):
                             S0[b, k, i, c] = np.nan
 
 
@@ -930,7 +931,7 @@ class OdeSystem:
         return dt
 
     def solve(self, y0, p, t0, times, *, method="rk45", rtol=1e-6, atol=1e-8, max_steps=100_000,
-              sensitivities=True):
+              sensitivities=True, y0_sensitivities=True):
         """y0 (B,n), p (B,P) float64; times (T,) sorted ascending, all >= t0.
 
         Returns Y (B,T,n), dY/dp (B,T,n,P), dY/dy0 (B,T,n,n), ok (B,) bool.
@@ -955,7 +956,7 @@ class OdeSystem:
         Y = np.empty((B, T, n))
         if sens:
             SP = np.empty((B, T, n, P))
-            S0 = np.empty((B, T, n, n))
+            S0 = np.empty((B, T, n, n if y0_sensitivities else 0))
         else:
             SP = np.empty((0, 0, 0, 0))
             S0 = np.empty((0, 0, 0, 0))
@@ -971,7 +972,7 @@ class OdeSystem:
         self.last_nsteps = nsteps
         if not sens:
             return Y, None, None, ok
-        return Y, SP, S0, ok
+        return Y, SP, (S0 if y0_sensitivities else None), ok
 
 
 def compile_ode_system(time: sympy.Symbol, states: list, params: list, rhs: list, *,
