@@ -47,8 +47,12 @@ def compile_file(path: str | Path, device: str = "auto") -> "CompiledModel":
 
 def compile_source(text: str, name: str = "<model>", device: str = "auto",
                    base_dir: str | Path | None = None) -> "CompiledModel":
-    """Compile model text; data paths resolve against ``base_dir`` (default: the working folder)."""
-    file = str(Path(base_dir or Path.cwd()) / name) if not name.startswith("<") or base_dir else name
+    """Compile model text; data paths resolve against ``base_dir`` (default: the working folder).
+
+    >>> m = compile_source(open("models/lotka_volterra/model.msml").read(),
+    ...                    base_dir="models/lotka_volterra")   # doctest: +SKIP
+    """
+    file = str(Path(base_dir or Path.cwd()) / name)
     return _compile(parse(text, file), device)
 
 
@@ -108,11 +112,13 @@ class CompiledModel:
             return self.map(**{k: v for k, v in options.items() if k in ("seed", "starts", "max_iter")})
         if method == "svi":
             from msml_dsl.errors import Diagnostic, UnsupportedFeature
+            from msml_dsl.syntax.ast import InferDecl
 
-            raise UnsupportedFeature([Diagnostic("E403", "infer svi() is not supported for ODE models yet; use nuts "
-                                                 "or map", self.checked.program.of_type(
-                                                     __import__("msml_dsl.syntax.ast", fromlist=["x"]).InferDecl)[0].span,
-                                                 self.checked.file)], {self.checked.file: self.checked.program.source})
+            decls = self.checked.program.of_type(InferDecl)
+            raise UnsupportedFeature([Diagnostic(
+                "E403", "infer svi() is not supported for ODE models yet; use nuts or map",
+                decls[0].span if decls else None, self.checked.file)],
+                {self.checked.file: self.checked.program.source})
         return self.sample(progress=progress, **{k: v for k, v in options.items() if k in
                                                   ("chains", "warmup", "draws", "seed", "target_accept",
                                                    "max_tree_depth", "metric", "init", "thin")})

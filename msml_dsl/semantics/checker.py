@@ -160,7 +160,10 @@ class _Checker:
             constants=dict(self.constants), time=time_name, time_range=time_range, space=space,
             states=states, parameters=parameters, equations=equations, inits=inits,
             data_sources=sources, observations=observations, derived=derived, solver=solver,
-            inference=inference, unsupported=unsupported, warnings=tuple(self.bag.warnings()))
+            inference=inference, unsupported=unsupported,
+            unsupported_names=tuple((n, k) for n, (k, _) in self.declared.items()
+                                    if k in ("field", "unknown", "fidelity level")),
+            warnings=tuple(self.bag.warnings()))
 
     # ---------------------------------------------------------------- constants
     def evaluate_constants(self) -> None:

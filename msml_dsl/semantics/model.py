@@ -84,6 +84,7 @@ class CheckedModel:
     solver: SolverSettings
     inference: InferenceSettings
     unsupported: tuple[tuple[str, Span], ...]   # statements with no backend yet
+    unsupported_names: tuple[tuple[str, str], ...] = ()   # (name, kind) declared by those statements
     warnings: tuple[Diagnostic, ...] = field(default=())
 
     @property

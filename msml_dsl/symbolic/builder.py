@@ -91,6 +91,7 @@ def build_symbolic(model: CheckedModel) -> SymbolicModel:
         else:
             elements[p.name] = tuple(sympy.Symbol(element_name(p.name, i + 1), real=True) for i in range(p.size))
     builder = _ExprBuilder(symbols, elements)
+    builder.other_names = set(model.space) | {n for n, _ in model.unsupported_names}
     constants = {symbols[n]: sympy.Float(v) for n, v in model.constants.items()}
     rhs = tuple(builder.build(model.equations[s]) for s in model.states)
     inits = tuple(builder.build(model.inits[s]) for s in model.states)
@@ -113,6 +114,7 @@ class _ExprBuilder:
         self.elements = elements
         self.columns: dict[str, sympy.Symbol] = {}
         self.derived: dict[str, sympy.Expr] = {}
+        self.other_names: set[str] = set()  # space variables, fields, fidelity levels (later backends)
 
     def build(self, e: ast.Expr) -> sympy.Expr:
         if isinstance(e, ast.Number):
@@ -125,6 +127,8 @@ class _ExprBuilder:
                 return self.derived[e.id]
             if e.id == "pi":
                 return sympy.pi
+            if e.id in self.other_names:
+                return sympy.Symbol(e.id, real=True)
             raise InternalError(f"unresolved name '{e.id}' reached the symbolic stage")
         if isinstance(e, ast.Index):
             return self.elements[e.target.id][int(e.index.value) - 1]
@@ -140,4 +144,7 @@ class _ExprBuilder:
                     "/": lambda: a / b, "^": lambda: a ** b}[e.op]()
         if isinstance(e, ast.Call) and e.func.id in SYMPY_FUNCTIONS:
             return SYMPY_FUNCTIONS[e.func.id](*[self.build(a) for a in e.args])
+        if isinstance(e, ast.Call):
+            # An unknown term or a field: an undefined SymPy function its backend will supply.
+            return sympy.Function(e.func.id, real=True)(*[self.build(a) for a in e.args])
         raise InternalError(f"cannot build a SymPy expression from {type(e).__name__}")

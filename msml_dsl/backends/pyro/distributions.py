@@ -34,12 +34,17 @@ class Truncated(dist.TorchDistribution):
         self.base = base
         self.low = low
         self.high = high
+        # Every tensor stays on the base distribution's device (the model's device).
+        self.device = next((v.device for v in vars(base).values() if torch.is_tensor(v)), torch.device("cpu"))
         if log_normalizer is None:
-            upper_cdf = base.cdf(torch.as_tensor(high, dtype=torch.float64)) if high is not None else 1.0
-            lower_cdf = base.cdf(torch.as_tensor(low, dtype=torch.float64)) if low is not None else 0.0
-            log_normalizer = torch.log(torch.as_tensor(upper_cdf - lower_cdf))
+            upper_cdf = base.cdf(self._tensor(high)) if high is not None else 1.0
+            lower_cdf = base.cdf(self._tensor(low)) if low is not None else 0.0
+            log_normalizer = torch.log(torch.as_tensor(upper_cdf - lower_cdf, device=self.device))
         self.log_normalizer = log_normalizer
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    def _tensor(self, value) -> torch.Tensor:
+        return torch.as_tensor(value, dtype=torch.float64, device=self.device)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):
@@ -67,9 +72,9 @@ class Truncated(dist.TorchDistribution):
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             try:
-                lo = self.base.cdf(torch.as_tensor(self.low, dtype=torch.float64)) if self.low is not None else 0.0
-                hi = self.base.cdf(torch.as_tensor(self.high, dtype=torch.float64)) if self.high is not None else 1.0
-                u = torch.rand(shape, dtype=torch.float64)
+                lo = self.base.cdf(self._tensor(self.low)) if self.low is not None else 0.0
+                hi = self.base.cdf(self._tensor(self.high)) if self.high is not None else 1.0
+                u = torch.rand(shape, dtype=torch.float64, device=self.device)
                 x = self.base.icdf(lo + (hi - lo) * u)
                 if torch.isfinite(x).all():
                     return self._clip(x)
