@@ -259,7 +259,8 @@ class CompiledDensity:
         K = len(self._obs)
         obs_args = [f"ov{k}, om{k}, ot{k}, oc{k}" for k in range(K)]
         ode = self.ode is not None
-        src = ["def potential(z, jacobian, U, G, kinds, lo, hi" + (", p_index, times, solver_args" if ode else "")
+        src = ["def potential(z, jacobian, U, G, kinds, lo, hi"
+               + (", p_index, times, solver_args, jac_pattern" if ode else "")
                + "".join(", " + a for a in obs_args) + "):",
                "    B, D = z.shape",
                "    x = np.empty((B, D)); dx = np.ones((B, D)); ld = np.zeros(B); dld = np.zeros((B, D))",
@@ -295,7 +296,7 @@ class CompiledDensity:
                     "    ok = np.zeros(B, dtype=np.bool_); nsteps = np.zeros(B, dtype=np.int64)",
                     "    f_addr, fj_addr, td_addr, has_t, t0, method, rtol, atol, max_steps = solver_args",
                     "    solve_batch(f_addr, fj_addr, td_addr, has_t, y0, p, t0, times, method, rtol, atol, max_steps,",
-                    "                True, Y, SP, S0, ok, nsteps)",
+                    "                True, Y, SP, S0, ok, nsteps, jac_pattern)",
                     f"    gY = np.zeros((B, T, {n}))"]
         else:
             src += ["    Y = np.zeros((B, 1, 0)); gY = np.zeros((B, 1, 0)); ok = np.ones(B, dtype=np.bool_)"]
@@ -342,7 +343,7 @@ class CompiledDensity:
                      np.ascontiguousarray(self.ode.output_times, dtype=np.float64),
                      (sys_.f_only.address, sys_.f_jac.address, sys_.t_deriv.address, bool(sys_.has_time),
                       float(self.ode.t0), METHODS[solver.method], float(solver.rtol), float(solver.atol),
-                      int(solver.max_steps))]
+                      int(solver.max_steps)), sys_.jac_pattern]
         for values, mask, tidx, cov in self._obs_meta:
             args += [values, mask, tidx, cov]
         return jit(namespace["potential"]), tuple(args)

@@ -218,8 +218,8 @@ def _lu_solve_row(lu, piv, Uy, US, row):
 
 
 @_ijit
-def _sens_rhs(jy, jp, S, out):
-    """out = J_y S + [J_p | 0]."""
+def _sens_rhs(jy, jp, jsp, S, out):
+    """out = J_y S + [J_p | 0], visiting only J_y's structural non-zeros (CSR pattern jsp)."""
     n = S.shape[0]
     m = S.shape[1]
     P = jp.shape[1]
@@ -228,11 +228,11 @@ def _sens_rhs(jy, jp, S, out):
             out[i, k] = jp[i, k]
         for k in range(P, m):
             out[i, k] = 0.0
-        for j in range(n):
+        for q in range(jsp[i], jsp[i + 1]):
+            j = jsp[n + 1 + q]
             a = jy[i, j]
-            if a != 0.0:
-                for k in range(m):
-                    out[i, k] += a * S[j, k]
+            for k in range(m):
+                out[i, k] += a * S[j, k]
 
 
 @_ijit
@@ -319,7 +319,7 @@ _SIG_FJ = numba.types.void(_f8, _PTR, _PTR, _PTR, _PTR, _PTR)
 _SIG_BATCH = numba.types.void(
     _i8, _i8, _i8, _b1, _f8_2, _f8_2, _f8, _f8_1, _i8, _f8, _f8, _i8, _b1,
     numba.types.float64[:, :, ::1], numba.types.float64[:, :, :, ::1], numba.types.float64[:, :, :, ::1],
-    numba.types.boolean[::1], numba.types.int64[::1])
+    numba.types.boolean[::1], numba.types.int64[::1], numba.types.int64[::1])
 
 
 def _call_codegen(n_arrays, row_arg):
@@ -363,7 +363,7 @@ def _call_fj(typingctx, addr, t, y, p, out, jy, jp, row):
 
 
 @_ijit
-def _eval_aug(f_only, f_jac, t, y, S, p, Fy, FS, row, jy, jp, sens):
+def _eval_aug(f_only, f_jac, t, y, S, p, Fy, FS, row, jy, jp, jsp, sens):
     """Fy[row] = f(t, y);  FS[row] = J_y S + [J_p | 0]  (Fy 2-D, FS 3-D stage arrays)."""
     if sens:
         _call_fj(f_jac, t, y, p, Fy, jy, jp, row)
@@ -375,17 +375,17 @@ def _eval_aug(f_only, f_jac, t, y, S, p, Fy, FS, row, jy, jp, sens):
                 FS[row, i, k] = jp[i, k]
             for k in range(P, m):
                 FS[row, i, k] = 0.0
-            for j in range(n):
+            for q in range(jsp[i], jsp[i + 1]):  # J_y's structural non-zeros only
+                j = jsp[n + 1 + q]
                 a = jy[i, j]
-                if a != 0.0:  # Jacobians are often sparse
-                    for k in range(m):
-                        FS[row, i, k] += a * S[j, k]
+                for k in range(m):
+                    FS[row, i, k] += a * S[j, k]
     else:
         _call_f(f_only, t, y, p, Fy, row)
 
 
 @_ijit
-def _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, sens, order, rtol, atol, hmax, wy, wS, Fy, FS):
+def _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, jsp, sens, order, rtol, atol, hmax, wy, wS, Fy, FS):
     d0 = _scaled_norm(y, S, y, S, rtol, atol)
     d1 = _scaled_norm(fy0, fS0, y, S, rtol, atol)
     if d0 < 1e-5 or d1 < 1e-5:
@@ -399,7 +399,7 @@ def _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, sens, order, rtol
         wy[i] = y[i] + h0 * fy0[i]
         for k in range(m):
             wS[i, k] = S[i, k] + h0 * fS0[i, k]
-    _eval_aug(f_only, f_jac, t + h0, wy, wS, p, Fy, FS, 0, jy, jp, sens)
+    _eval_aug(f_only, f_jac, t + h0, wy, wS, p, Fy, FS, 0, jy, jp, jsp, sens)
     fy1 = Fy[0]
     fS1 = FS[0]
     for i in range(n):
@@ -419,17 +419,17 @@ def _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, sens, order, rtol
 @_njit_nrt_free
 def _rk45_row(f_only, f_jac, b, t, y, S, p, times, idx, t_end, rtol, atol, max_steps, nsteps0,
               sens, detect_stiff, Y, SP, S0, Ca, Aa, Ea, Pm,
-              Ky, KS, jy, jp, ys, Ss, yn, Sn, ey, eS, oy, oS, Ty, TS, w7):
+              Ky, KS, jy, jp, jsp, ys, Ss, yn, Sn, ey, eS, oy, oS, Ty, TS, w7):
     """Integrates from t; writes outputs times[idx:].  Returns (status, t, idx, nsteps)."""
     n = y.shape[0]
     m = S.shape[1]
     P = p.shape[0]
     T = times.shape[0]
-    _eval_aug(f_only, f_jac, t, y, S, p, Ky, KS, 0, jy, jp, sens)
+    _eval_aug(f_only, f_jac, t, y, S, p, Ky, KS, 0, jy, jp, jsp, sens)
     if not _all_finite_row(Ky, KS, 0):
         return _NONFINITE, t, idx, nsteps0
     span = t_end - t
-    h = _initial_step(f_only, f_jac, t, y, S, p, Ky[0], KS[0], jy, jp, sens, 4, rtol, atol, span,
+    h = _initial_step(f_only, f_jac, t, y, S, p, Ky[0], KS[0], jy, jp, jsp, sens, 4, rtol, atol, span,
                       ys, Ss, Ty, TS)
     nsteps = nsteps0
     errold = 1e-4
@@ -467,7 +467,7 @@ def _rk45_row(f_only, f_jac, b, t, y, S, p, times, idx, t_end, rtol, atol, max_s
                     yn[i] = ys[i]
                     for k in range(m):
                         Sn[i, k] = Ss[i, k]
-            _eval_aug(f_only, f_jac, t + Ca[s] * h, ys, Ss, p, Ky, KS, s, jy, jp, sens)
+            _eval_aug(f_only, f_jac, t + Ca[s] * h, ys, Ss, p, Ky, KS, s, jy, jp, jsp, sens)
         for i in range(n):
             acc = 0.0
             for j in range(7):
@@ -537,7 +537,7 @@ def _rk45_row(f_only, f_jac, b, t, y, S, p, times, idx, t_end, rtol, atol, max_s
 @_njit_nrt_free
 def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, atol, max_steps, nsteps0,
              sens, Y, SP, S0, RA, RC, RM, RE, Rc, Rd, gam,
-             Uy, US, jy, jp, jy0, jp0, fy0, fS0, ft, jyt, jpt, ftS, ys, Ss, yn, Sn, ey, eS, W, piv):
+             Uy, US, jy, jp, jsp, jy0, jp0, fy0, fS0, ft, jyt, jpt, ftS, ys, Ss, yn, Sn, ey, eS, W, piv):
     n = y.shape[0]
     m = S.shape[1]
     P = p.shape[0]
@@ -549,10 +549,10 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
             ftS[i, k] = 0.0
     _call_fj(f_jac, t, y, p, fy0, jy0, jp0, 0)
     if sens:
-        _sens_rhs(jy0, jp0, S, fS0)
+        _sens_rhs(jy0, jp0, jsp, S, fS0)
     if not _all_finite(fy0, fS0):
         return _NONFINITE, t, idx, nsteps0
-    h = _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, sens, 2, rtol, atol, t_end - t,
+    h = _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, jsp, sens, 2, rtol, atol, t_end - t,
                       ys, Ss, Uy, US)
     nsteps = nsteps0
     rejected = False
@@ -565,7 +565,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
         if need_eval:
             _call_fj(f_jac, t, y, p, fy0, jy0, jp0, 0)
             if sens:
-                _sens_rhs(jy0, jp0, S, fS0)
+                _sens_rhs(jy0, jp0, jsp, S, fS0)
             need_eval = False
         t_out = times[idx]
         clipped = False
@@ -578,7 +578,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
             _call_fj(t_deriv, t, y, p, ft, jyt, jpt, 0)
             if sens:
                 # d/dt of (J_y S + J_p) at fixed S
-                _sens_rhs(jyt, jpt, S, ftS)
+                _sens_rhs(jyt, jpt, jsp, S, ftS)
         inv_hg = 1.0 / (h * gam)
         for i in range(n):
             for j in range(n):
@@ -605,7 +605,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
                         for j in range(s):
                             acc += RA[s, j] * US[j, i, k]
                         Ss[i, k] = acc
-                _eval_aug(f_only, f_jac, t + Rc[s] * h, ys, Ss, p, Uy, US, s, jy, jp, sens)
+                _eval_aug(f_only, f_jac, t + Rc[s] * h, ys, Ss, p, Uy, US, s, jy, jp, jsp, sens)
             for i in range(n):
                 acc = Uy[s, i]
                 for j in range(s):
@@ -669,7 +669,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
 
 @numba.njit(_SIG_BATCH, cache=True, nogil=True, error_model="numpy")
 def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, atol, max_steps, sens,
-                 Y, SP, S0, ok, nsteps_out):
+                 Y, SP, S0, ok, nsteps_out, jsp):
     Ca, Aa, Ea, Pm = _DP_C, _DP_A, _DP_E, _DP_P
     RA, RC, RM, RE, Rc, Rd, gam = _RW_A, _RW_C, _RW_M, _RW_E, _RW_c, _RW_d, _RW_GAMMA
     B = y0.shape[0]
@@ -681,7 +681,7 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
     # workspace (shared by rows)
     Ky = np.empty((7, n))
     KS = np.empty((7, n, m))
-    jy = np.empty((n, n))
+    jy = np.zeros((n, n))
     jp = np.empty((n, P))
     ys = np.empty(n)
     Ss = np.empty((n, m))
@@ -696,7 +696,7 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
     w7 = np.empty(7)
     Uy = np.empty((4, n))
     US = np.empty((4, n, m))
-    jy0 = np.empty((n, n))
+    jy0 = np.zeros((n, n))
     jp0 = np.empty((n, P))
     fy0 = np.empty(n)
     fS0 = np.empty((n, m))
@@ -725,18 +725,18 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
                 status, t, idx, nsteps = _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, pb, times, idx,
                                                   rtol, atol, max_steps, 0, sens, Y, SP, S0,
                                                   RA, RC, RM, RE, Rc, Rd, gam,
-                                                  Uy, US, jy, jp, jy0, jp0, fy0, fS0, ft, jyt, jpt, ftS,
+                                                  Uy, US, jy, jp, jsp, jy0, jp0, fy0, fS0, ft, jyt, jpt, ftS,
                                                   ys, Ss, yn, Sn, ey, eS, W, piv)
             else:
                 status, t, idx, nsteps = _rk45_row(f_only, f_jac, b, t, y, S, pb, times, idx, times[T - 1],
                                                    rtol, atol, max_steps, 0, sens, method == 2,
                                                    Y, SP, S0, Ca, Aa, Ea, Pm,
-                                                   Ky, KS, jy, jp, ys, Ss, yn, Sn, ey, eS, oy, oS, Ty, TS, w7)
+                                                   Ky, KS, jy, jp, jsp, ys, Ss, yn, Sn, ey, eS, oy, oS, Ty, TS, w7)
                 if status == _STIFF:
                     status, t, idx, nsteps = _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, pb, times,
                                                       idx, rtol, atol, max_steps, nsteps, sens, Y, SP, S0,
                                                       RA, RC, RM, RE, Rc, Rd, gam,
-                                                      Uy, US, jy, jp, jy0, jp0, fy0, fS0, ft, jyt, jpt, ftS,
+                                                      Uy, US, jy, jp, jsp, jy0, jp0, fy0, fS0, ft, jyt, jpt, ftS,
                                                       ys, Ss, yn, Sn, ey, eS, W, piv)
         nsteps_out[b] = nsteps
         good = status == _OK
@@ -874,7 +874,6 @@ def _generate_source(tsym, ysyms, psyms, rhs):
     src.append("")
     # f_jac
     src += _header("f_jac", ["t", "y", "p", "out", "jy", "jp"], n, P)
-    src.append(f"    for _i in range({n * n}):\n        jy[_i] = 0.0")
     if P:
         src.append(f"    for _i in range({n * P}):\n        jp[_i] = 0.0")
     targets = [(f"out[{i}]", f[i]) for i in range(n)]
@@ -885,7 +884,6 @@ def _generate_source(tsym, ysyms, psyms, rhs):
     # t_deriv
     src += _header("t_deriv", ["t", "y", "p", "ft", "jyt", "jpt"], n, P)
     src.append(f"    for _i in range({n}):\n        ft[_i] = 0.0")
-    src.append(f"    for _i in range({n * n}):\n        jyt[_i] = 0.0")
     if P:
         src.append(f"    for _i in range({n * P}):\n        jpt[_i] = 0.0")
     targets = []
@@ -897,7 +895,10 @@ def _generate_source(tsym, ysyms, psyms, rhs):
     src += _emit_assignments(printer, targets)
     src.append("    return")
     src.append("")
-    return "\n".join(src), has_t
+    pattern = [[j for j in range(n) if Jy[i][j] != 0] for i in range(n)]
+    indptr = np.cumsum([0] + [len(r) for r in pattern])
+    jac_pattern = np.ascontiguousarray(np.concatenate([indptr, [j for r in pattern for j in r]]), dtype=np.int64)
+    return "\n".join(src), has_t, jac_pattern
 
 
 # --------------------------------------------------------------------------
@@ -916,6 +917,9 @@ class OdeSystem:
     t_deriv: object = field(repr=False)
     compile_seconds: float = 0.0
     last_nsteps: np.ndarray | None = field(default=None, repr=False)
+    # J_y's structural non-zeros as CSR (indptr of n+1, then column indices): the sensitivity
+    # products cost O(non-zeros) rather than O(n^2) per stage.
+    jac_pattern: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64), repr=False)
 
     def warmup(self) -> float:
         """Trigger numba compilation of kernels and solver core for all method paths; returns seconds."""
@@ -966,7 +970,7 @@ class OdeSystem:
             # keep the cfunc objects alive (self holds them) while the core calls their addresses
             _solve_batch(self.f_only.address, self.f_jac.address, self.t_deriv.address, self.has_time,
                          y0, p, float(t0), times, METHODS[method], float(rtol), float(atol),
-                         int(max_steps), sens, Y, SP, S0, ok, nsteps)
+                         int(max_steps), sens, Y, SP, S0, ok, nsteps, self.jac_pattern)
         elif B:
             ok[:] = True
         self.last_nsteps = nsteps
@@ -985,7 +989,7 @@ def compile_ode_system(time: sympy.Symbol, states: list, params: list, rhs: list
     if len(rhs) != len(states):
         raise ValueError("need one rhs expression per state")
     t_start = _time.perf_counter()
-    src, has_t = _generate_source(time, list(states), list(params), list(rhs))
+    src, has_t, jac_pattern = _generate_source(time, list(states), list(params), list(rhs))
     ns = {"math": math, "min": min, "max": max, "abs": abs}
     exec(compile(src, "<msml-ode-kernels>", "exec"), ns)
     f_only = numba.cfunc(_SIG_F, nopython=True, error_model="numpy")(ns["f_only"])
@@ -993,7 +997,7 @@ def compile_ode_system(time: sympy.Symbol, states: list, params: list, rhs: list
     t_deriv = numba.cfunc(_SIG_FJ, nopython=True, error_model="numpy")(ns["t_deriv"])
     system = OdeSystem(
         n_states=len(states), n_params=len(params), has_time=has_t, source=src,
-        f_only=f_only, f_jac=f_jac, t_deriv=t_deriv,
+        f_only=f_only, f_jac=f_jac, t_deriv=t_deriv, jac_pattern=jac_pattern,
     )
     system.compile_seconds = _time.perf_counter() - t_start
     if warmup:
