@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -119,22 +120,26 @@ class CompiledModel:
                 "E403", "infer svi() is not supported for ODE models yet; use nuts or map",
                 decls[0].span if decls else None, self.checked.file)],
                 {self.checked.file: self.checked.program.source})
-        return self.sample(progress=progress, **{k: v for k, v in options.items() if k in
-                                                  ("chains", "warmup", "draws", "seed", "target_accept",
-                                                   "max_tree_depth", "metric", "init", "thin")})
+        keys = ("chains", "warmup", "draws", "seed", "target_accept", "max_tree_depth", "metric", "init", "thin",
+                "superchains")
+        return self.sample(progress=progress, method=method, **{k: v for k, v in options.items() if k in keys})
 
     def sample(self, chains: int | None = None, warmup: int | None = None, draws: int | None = None,
-               seed: int | None = None, progress: Callable | None = None, **options) -> "Fit":
-        """Draw from the posterior with NUTS (chains run as one batch)."""
-        from msml_dsl.inference.runner import sample_nuts
+               seed: int | None = None, progress: Callable | None = None, method: str = "nuts",
+               **options) -> "Fit":
+        """Draw from the posterior with NUTS (chains run as one batch) or, with method="chees",
+        ChEES-HMC (many chains in lockstep, nested R-hat over superchains)."""
+        from msml_dsl.inference.runner import sample_chees, sample_nuts
 
-        file_opts = dict(self.checked.inference.options) if self.checked.inference.method == "nuts" else {}
+        if method not in ("nuts", "chees"):
+            raise ValueError(f"unknown sampler {method!r}: use 'nuts' or 'chees'")
+        file_opts = dict(self.checked.inference.options) if self.checked.inference.method == method else {}
         given = {k: v for k, v in dict(chains=chains, warmup=warmup, draws=draws, seed=seed).items() if v is not None}
         opts = {**file_opts, **options, **given}
         t0 = time.perf_counter()
         _ = self.program
         compile_s = time.perf_counter() - t0
-        sample = sample_nuts(self.program, opts, progress)
+        sample = (sample_nuts if method == "nuts" else sample_chees)(self.program, opts, progress)
         sample.timings["compile_s"] = compile_s
         return Fit(self, sample)
 
@@ -216,15 +221,36 @@ class Fit:
         return summary_table(self.to_arviz(), var_names=list(self.posterior))
 
     def warnings(self):
-        from msml_dsl.diagnostics import check_convergence
+        from msml_dsl.diagnostics import DiagnosticWarning, check_convergence
 
-        return check_convergence(self.to_arviz(), max_tree_depth=int(self.sample.settings["max_tree_depth"]))
+        settings = self.sample.settings
+        if settings["method"] == "nuts":
+            found = check_convergence(self.to_arviz(), max_tree_depth=int(settings["max_tree_depth"]))
+        else:
+            # Many short chains: nested R-hat (below) replaces R-hat, and ESS is judged in total (400).
+            found = check_convergence(self.to_arviz(), max_tree_depth=10**6, rhat_threshold=math.inf,
+                                      min_ess_per_chain=400 / settings["chains"])
+        nested = self.sample.nested_rhat
+        high = {k: v for k, v in nested.items() if v > 1.01}
+        if high:
+            worst = ", ".join(f"{k}={v:.3f}" for k, v in sorted(high.items(), key=lambda kv: -kv[1])[:3])
+            found.append(DiagnosticWarning(
+                "W104", f"nested R-hat above 1.01 for {len(high)} of {len(nested)} parameters; worst: {worst}. "
+                "Superchains started apart have not forgotten their starting points.",
+                "Run a longer warm-up (warmup= or --warmup), or more draws per chain.", "warning"))
+        return found
 
     def summary(self) -> str:
         """The printed summary: mean, sd, HDI, ESS, R-hat, then warnings with remedies."""
         from msml_dsl.diagnostics import format_summary
 
-        return format_summary(self.summary_table(), self.warnings())
+        text = format_summary(self.summary_table(), self.warnings())
+        if self.sample.nested_rhat:
+            worst = max(self.sample.nested_rhat.values())
+            text += (f"\nnested R-hat over {self.sample.settings['superchains']} superchains of "
+                     f"{self.sample.settings['chains'] // self.sample.settings['superchains']} chains: "
+                     f"max {worst:.4f}")
+        return text
 
     def save(self, folder: str | Path, source_text: str | None = None) -> Path:
         """Write the run folder: posterior.nc, summary.txt, model.msml, run.json (each atomically)."""
@@ -246,7 +272,8 @@ class Fit:
 
         s = self.sample
         return {
-            "model": self.model.ir.name, "file": self.model.checked.file, "method": "nuts",
+            "model": self.model.ir.name, "file": self.model.checked.file, "method": s.settings["method"],
+            "nested_rhat": s.nested_rhat or None,
             "settings": s.settings, "device": self.model.device, "interrupted": s.interrupted,
             "draws_completed": int(next(iter(s.parameters.values())).shape[1]) if s.parameters else 0,
             "timings_s": s.timings, "init_notes": s.init_notes,

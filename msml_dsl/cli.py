@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="fit the model (what its 'infer' statement says) and save the results",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p_run.add_argument("model")
-    p_run.add_argument("--method", choices=["nuts", "map"], help="override the file's inference method")
+    p_run.add_argument("--method", choices=["nuts", "chees", "map"],
+                       help="override the file's inference method (chees: many chains in lockstep)")
     p_run.add_argument("--chains", type=int)
+    p_run.add_argument("--superchains", type=int, help="chees: groups of chains sharing a start (nested R-hat)")
     p_run.add_argument("--warmup", type=int)
     p_run.add_argument("--draws", type=int)
     p_run.add_argument("--seed", type=int)
@@ -174,7 +176,8 @@ def _run(args) -> int:
     model = compile_file(args.model, device=args.device)
     _print_warnings(list(model.checked.warnings), {model.checked.file: model.checked.program.source})
     overrides = {k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed", "target_accept",
-                                                 "max_tree_depth", "metric", "init") if getattr(args, k) is not None}
+                                                 "max_tree_depth", "metric", "init", "superchains")
+                 if getattr(args, k) is not None}
     method = args.method or model.checked.inference.method
     if method == "map":
         fit = model.map(**({"seed": args.seed} if args.seed is not None else {}))

@@ -19,6 +19,8 @@ from msml_dsl.inference.optimize import MapResult, find_map, laplace_starts
 DEFAULT_NUTS = {"chains": 4, "warmup": 1000, "draws": 1000, "seed": 1, "target_accept": 0.8,
                 "max_tree_depth": 10, "metric": "diag", "init": "map", "thin": 1}
 DEFAULT_MAP = {"seed": 1, "starts": 8, "max_iter": 1000}
+DEFAULT_CHEES = {"chains": 64, "superchains": 8, "warmup": 500, "draws": 250, "seed": 1, "target_accept": 0.651,
+                 "init": "map", "thin": 1}
 
 
 @dataclass
@@ -35,6 +37,7 @@ class PosteriorSample:
     interrupted: bool = False
     init_notes: list[str] = field(default_factory=list)
     nuts: NutsResult | None = None
+    nested_rhat: dict[str, float] = field(default_factory=dict)
     prior: dict[str, np.ndarray] = field(default_factory=dict)
     prior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -72,7 +75,7 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np
 
 def sample_nuts(program, options: dict, progress: Callable | None = None) -> PosteriorSample:
     """Run NUTS on a compiled program and evaluate every draw's derived quantities and predictions."""
-    o = {**DEFAULT_NUTS, **options}
+    o = {**DEFAULT_NUTS, **options, "method": "nuts"}
     notes: list[str] = []
     t0 = time.perf_counter()
     init = initial_points(program, o["chains"], o["init"], o["seed"], notes)
@@ -80,19 +83,46 @@ def sample_nuts(program, options: dict, progress: Callable | None = None) -> Pos
     result = run_nuts(program.potential_and_grad, init, warmup=o["warmup"], draws=o["draws"], seed=o["seed"],
                       target_accept=o["target_accept"], max_tree_depth=o["max_tree_depth"], metric=o["metric"],
                       progress=progress)
-    t_sample = time.perf_counter() - t0 - t_init
+    return _posterior(program, result, o, notes, t_init, time.perf_counter() - t0 - t_init)
+
+
+def sample_chees(program, options: dict, progress: Callable | None = None) -> PosteriorSample:
+    """Run ChEES-HMC: many chains in lockstep, grouped in superchains for nested R-hat."""
+    from msml_dsl.inference.chees import CheesSettings, nested_rhat, run_chees
+
+    o = {**DEFAULT_CHEES, **options, "method": "chees"}
+    chains, superchains = int(o["chains"]), int(o["superchains"])
+    if chains % superchains:
+        raise InferenceFailed(f"chees needs chains ({chains}) to be a multiple of superchains ({superchains})")
+    notes: list[str] = []
+    t0 = time.perf_counter()
+    starts = initial_points(program, superchains, o["init"], o["seed"], notes)
+    init = np.repeat(starts, chains // superchains, axis=0)  # chains of a superchain share their start
+    t_init = time.perf_counter() - t0
+    result = run_chees(program.potential_and_grad, init, warmup=o["warmup"], draws=o["draws"], seed=o["seed"],
+                       settings=CheesSettings(target_accept=o["target_accept"]), progress=progress)
+    sample = _posterior(program, result, o, notes, t_init, time.perf_counter() - t0 - t_init)
+    for name, v in sample.parameters.items():
+        flat = v.reshape(v.shape[0], v.shape[1], -1)
+        for j in range(flat.shape[2]):
+            label = name if flat.shape[2] == 1 else f"{name}[{j + 1}]"
+            sample.nested_rhat[label] = nested_rhat(flat[:, :, j], superchains)
+    return sample
+
+
+def _posterior(program, result: NutsResult, o: dict, notes: list[str], t_init: float,
+               t_sample: float) -> PosteriorSample:
+    """Constrained draws, derived quantities, log likelihood, predictive and prior draws of a run."""
+    t0 = time.perf_counter()
     C, n_draws = result.positions.shape[:2]
     if n_draws == 0:
         raise KeyboardInterrupt
-    thin = max(1, int(o["thin"]))
-    keep = slice(None, None, thin)
+    keep = slice(None, None, max(1, int(o.get("thin", 1))))
     positions = result.positions[:, keep]
     n_draws = positions.shape[1]
-    flat = positions.reshape(C * n_draws, -1)
-    values = program.to_constrained(flat)
+    values = program.to_constrained(positions.reshape(C * n_draws, -1))
     per_draw = program.evaluate_draws(values, seed=o["seed"])
-    prior, prior_predictive = prior_draws(program, n_draws, o["seed"])
-    t_post = time.perf_counter() - t0 - t_init - t_sample
+    prior, prior_predictive = prior_draws(program, min(n_draws * C, 1000), o["seed"])
 
     def grouped(d):
         return {k: v.reshape((C, n_draws) + v.shape[1:]) for k, v in d.items()}
@@ -108,9 +138,10 @@ def sample_nuts(program, options: dict, progress: Callable | None = None) -> Pos
     }
     return PosteriorSample(grouped(values), grouped(per_draw["derived"]), grouped(per_draw["log_likelihood"]),
                            grouped(per_draw["predictive"]), stats, o,
-                           {"initialisation_s": t_init, "sampling_s": t_sample, "postprocessing_s": t_post,
+                           {"initialisation_s": t_init, "sampling_s": t_sample,
+                            "postprocessing_s": time.perf_counter() - t0,
                             "gradient_calls": result.n_batched_calls, "gradient_evals": result.n_gradient_evals},
-                           result.interrupted, notes, result, prior, prior_predictive)
+                           result.interrupted, notes, result, prior=prior, prior_predictive=prior_predictive)
 
 
 def prior_draws(program, n: int, seed: int) -> tuple[dict, dict]:

@@ -26,6 +26,8 @@ INFER_OPTIONS: dict[str, dict[str, type]] = {
              "max_tree_depth": int, "metric": str, "init": str, "thin": int},
     "map": {"seed": int, "starts": int, "max_iter": int},
     "svi": {"steps": int, "lr": float, "seed": int, "draws": int},
+    "chees": {"chains": int, "superchains": int, "warmup": int, "draws": int, "seed": int, "target_accept": float,
+              "init": str, "thin": int},
 }
 METRICS = ("diag", "dense")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "sin", "gelu", "softplus", "silu", "elu")
@@ -684,10 +686,10 @@ class _Checker:
         m = decls[0].method
         if m.name.id not in INFER_OPTIONS:
             self.bag.error("E263", f"unknown inference method '{m.name.id}'", m.name.span,
-                           help=did_you_mean(m.name.id, INFER_OPTIONS) or "methods: nuts, map, svi")
+                           help=did_you_mean(m.name.id, INFER_OPTIONS) or "methods: nuts, chees, map, svi")
             return InferenceSettings()
         o = self._options(m, INFER_OPTIONS[m.name.id], "inference method")
-        for key in ("chains", "draws", "steps", "starts", "max_iter", "max_tree_depth", "thin"):
+        for key in ("chains", "draws", "steps", "starts", "max_iter", "max_tree_depth", "thin", "superchains"):
             if key in o and o[key] < 1:
                 self.bag.error("E262", f"option '{key}' must be at least 1", _kw_span(m, key))
         for key in ("warmup", "seed"):
@@ -696,6 +698,9 @@ class _Checker:
         if "target_accept" in o and not 0 < o["target_accept"] < 1:
             self.bag.error("E262", "option 'target_accept' must lie between 0 and 1 (e.g. 0.9)",
                            _kw_span(m, "target_accept"))
+        if m.name.id == "chees" and o.get("chains", 64) % o.get("superchains", 8):
+            self.bag.error("E262", f"chees needs chains ({o.get('chains', 64)}) to be a multiple of superchains "
+                           f"({o.get('superchains', 8)})", _kw_span(m, "superchains" if "superchains" in o else "chains"))
         if "lr" in o and not o["lr"] > 0:
             self.bag.error("E262", "option 'lr' must be positive", _kw_span(m, "lr"))
         if "metric" in o and o["metric"] not in METRICS:
