@@ -165,7 +165,8 @@ def run_numpyro(name, chains, warmup, draws, seed, scratch):
             sl = numpyro.sample("sigma_L", dist.LogNormal(-1.0, 1.0))
             sol = diffeqsolve(ODETerm(vf), Dopri5(), t0=0.0, t1=20.0, dt0=0.1, y0=jnp.stack([h0, l0]),
                               args=(a, b, g, d), saveat=SaveAt(ts=ts),
-                              stepsize_controller=PIDController(rtol=1e-5, atol=1e-3), max_steps=100_000)
+                              stepsize_controller=PIDController(rtol=1e-5, atol=1e-3), max_steps=100_000,
+                              throw=False)
             numpyro.sample("hare", dist.LogNormal(jnp.log(sol.ys[:, 0]), sh), obs=hare)
             numpyro.sample("lynx", dist.LogNormal(jnp.log(sol.ys[:, 1]), sl), obs=lynx)
 
@@ -184,7 +185,8 @@ def run_numpyro(name, chains, warmup, draws, seed, scratch):
             phi_inv = numpyro.sample("phi_inv", dist.Exponential(5.0))
             sol = diffeqsolve(ODETerm(vf), Dopri5(), t0=0.0, t1=14.0, dt0=0.1, y0=jnp.array([762.0, 1.0, 0.0]),
                               args=(b, g), saveat=SaveAt(ts=ts),
-                              stepsize_controller=PIDController(rtol=1e-6, atol=1e-6), max_steps=100_000)
+                              stepsize_controller=PIDController(rtol=1e-6, atol=1e-6), max_steps=100_000,
+                              throw=False)
             phi = 1.0 / phi_inv
             numpyro.sample("in_bed", dist.NegativeBinomial2(sol.ys[:, 1], phi), obs=in_bed)
 
@@ -253,8 +255,9 @@ def run_pymc(name, chains, warmup, draws, seed, scratch):
             def step(s, i, r, b, g):
                 return rk4(rhs, [s, i, r], (b, g), 1.0 / substeps)
 
-            (_, I, _), _ = pytensor.scan(step, outputs_info=[pt.as_tensor(762.0), pt.as_tensor(1.0),
-                                                             pt.as_tensor(0.0)],
+            (_, I, _), _ = pytensor.scan(step, outputs_info=[pt.as_tensor(762.0, dtype="float64"),
+                                                             pt.as_tensor(1.0, dtype="float64"),
+                                                             pt.as_tensor(0.0, dtype="float64")],
                                          non_sequences=[b, g], n_steps=14 * substeps)
             pm.NegativeBinomial("in_bed", mu=I[substeps - 1::substeps], alpha=1.0 / phi_inv, observed=in_bed)
             init = SIR_GOOD_INIT
