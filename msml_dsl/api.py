@@ -20,13 +20,17 @@ from typing import Callable
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from msml_dsl.data.csv_source import load_data
-from msml_dsl.ir.model_ir import ModelIR, lower_to_ir
 from msml_dsl.semantics.checker import check
 from msml_dsl.semantics.model import CheckedModel
-from msml_dsl.symbolic.builder import SymbolicModel, build_symbolic
 from msml_dsl.syntax.parser import parse, parse_file
 from msml_dsl.version import __version__
+
+if TYPE_CHECKING:  # SymPy and the IR load only when a model is compiled, so `msml check` starts fast
+    from msml_dsl.ir.model_ir import ModelIR
+    from msml_dsl.symbolic.builder import SymbolicModel
 
 
 def check_file(path: str | Path) -> CheckedModel:
@@ -74,6 +78,9 @@ def resolve_device(device: str) -> str:
 
 
 def _compile(program_ast, device: str) -> "CompiledModel":
+    from msml_dsl.ir.model_ir import lower_to_ir
+    from msml_dsl.symbolic.builder import build_symbolic
+
     checked = check(program_ast)
     tables = load_data(checked)
     symbolic = build_symbolic(checked)
@@ -86,8 +93,8 @@ class CompiledModel:
     """A compiled model: its checked form, SymPy form, IR and (lazily) its Pyro program."""
 
     checked: CheckedModel
-    symbolic: SymbolicModel
-    ir: ModelIR
+    symbolic: "SymbolicModel"
+    ir: "ModelIR"
     device: str = "cpu"
     _program: object = field(default=None, repr=False)
 

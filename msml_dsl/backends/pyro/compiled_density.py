@@ -165,7 +165,6 @@ class CompiledDensity:
                 hi.append(b)
         self.kinds, self.lo, self.hi = np.array(kinds), np.array(lo), np.array(hi)
 
-        lines = ["import math", "import numba", ""]
         printer = _Printer()
 
         # log prior
@@ -185,8 +184,9 @@ class CompiledDensity:
             offset += len(p.elements)
         lp = sympy.Add(*prior_terms)
         grads = [sympy.diff(lp, x) for x in xs]
-        lines += self._kernel("prior", ["x", "lp", "gx"], E, xs, [("lp[_b]", lp)] +
-                              [(f"gx[_b, {i}]", g) for i, g in enumerate(grads) if g != 0], printer)
+        self._prior_lines = self._kernel(E, [("lp[_b]", lp)] +
+                                         [(f"gx[_b, {i}]", g) for i, g in enumerate(grads) if g != 0], printer)
+        self._inits_lines: list[str] = []
 
         # initial values of the ODE and their derivatives
         self.ode = ir.ode
@@ -196,13 +196,14 @@ class CompiledDensity:
             targets = [(f"y0[_b, {j}]", e) for j, e in enumerate(inits)]
             targets += [(f"dy0[_b, {j}, {i}]", sympy.diff(e, xs[i])) for j, e in enumerate(inits)
                         for i in range(E) if sympy.diff(e, xs[i]) != 0]
-            lines += self._kernel("inits", ["x", "y0", "dy0"], E, xs, targets, printer)
+            self._inits_lines = self._kernel(E, targets, printer)
             self.p_index = np.array([elements.index(s) for s in ir.ode.parameters], dtype=np.int64)
             self.n_states = n
             # Constant initial values need no sensitivities: for n states that saves n^2 equations.
             self.y0_depends_on_parameters = any(e.free_symbols for e in inits)
         # observations
         self._obs_meta = []
+        self._obs_lines: list[list[str]] = []
         for k, o in enumerate(ir.observations):
             v = sympy.Symbol("_v", real=True)
             ys = [sympy.Symbol(f"_s{j}", real=True) for j in range(len(ir.ode.states))] if ir.ode else []
@@ -218,142 +219,126 @@ class CompiledDensity:
             targets += [(f"_gs{j}", sympy.diff(ll, y)) for j, y in enumerate(ys)]
             targets += [(f"_gx{i}", sympy.diff(ll, x)) for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
             used_x = [i for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
-            body = [f"def obs{k}(x, Y, tidx, values, mask, cov, lp, gx, gY):",
-                    "    for _b in range(x.shape[0]):"]
+            body = ["    for _b in range(x.shape[0]):"]
             body += [f"        _x{i} = x[_b, {i}]" for i in range(E)]
-            body += ["        for _r in range(values.shape[0]):",
-                     "            if not mask[_r]:", "                continue",
-                     "            _v = values[_r]"]
+            body += [f"        for _r in range(ov{k}.shape[0]):",
+                     f"            if not om{k}[_r]:", "                continue",
+                     f"            _v = ov{k}[_r]"]
             if ys:
-                body.append("            _t = tidx[_r]")
+                body.append(f"            _t = ot{k}[_r]")
                 body += [f"            _s{j} = Y[_b, _t, {j}]" for j in range(len(ys))]
-            body += [f"            _c{j} = cov[{j}, _r]" for j in range(len(cs))]
-            body += emit_assignments(printer, targets, indent="            ")
+            body += [f"            _c{j} = oc{k}[{j}, _r]" for j in range(len(cs))]
+            body += emit_assignments(printer, targets, indent="            ", prefix="_cse")
             body.append("            lp[_b] += _ll")
             body += [f"            gY[_b, _t, {j}] += _gs{j}" for j in range(len(ys))]
             body += [f"            gx[_b, {i}] += _gx{i}" for i in used_x]
-            lines += body + [""]
+            self._obs_lines.append(body)
             cov = np.array([o.covariates[c] for c in cov_names]) if cov_names else np.zeros((0, o.values.size))
             tidx = o.time_index if o.time_index is not None else np.zeros(o.values.size, dtype=np.int64)
             self._obs_meta.append((np.ascontiguousarray(o.values, dtype=float), np.ascontiguousarray(o.mask),
                                    np.ascontiguousarray(tidx, dtype=np.int64), np.ascontiguousarray(cov, dtype=float)))
-        self.source = "\n".join(lines)
-        namespace: dict = {"digamma": digamma}
-        exec(compile(self.source, "<msml-log-density>", "exec"), namespace)
-        jit = numba.njit(cache=False, error_model="numpy", fastmath=False)
-        self._prior = jit(namespace["prior"])
-        self._inits = jit(namespace["inits"]) if ir.ode is not None else None
-        self._obs = [jit(namespace[f"obs{k}"]) for k in range(len(ir.observations))]
-        self._potential, self._fused_args = self._fuse(jit)
+        self._fuse(numba.njit(cache=False, error_model="numpy", fastmath=False))
         self._warm_up()
         self.compile_seconds = time.perf_counter() - t_start
 
     def _fuse(self, jit):
-        """One compiled function for the whole potential: transform, prior, solve, likelihood, chain rule.
+        """Two compiled halves around the ODE solve: transform, prior and initial values before it;
+        likelihood, chain rule and the final U, dU/dz after it.
 
-        A single call keeps Python out of the hot path (each separate numpy or numba call costs
-        microseconds, as much as the arithmetic of a small model).
+        Each separate numpy or numba call costs microseconds, as much as the arithmetic of a small
+        model, so everything but the solve is fused. The solver core is called from Python rather
+        than from the fused code: linking it into generated code would cost seconds of compilation
+        for every model.
         """
-        from msml_dsl.backends.pyro.ode_solver import METHODS, _solve_batch
-
-        K = len(self._obs)
-        obs_args = [f"ov{k}, om{k}, ot{k}, oc{k}" for k in range(K)]
+        K = len(self._obs_lines)
         ode = self.ode is not None
-        src = ["def potential(z, jacobian, U, G, kinds, lo, hi"
-               + (", p_index, times, solver_args, jac_pattern" if ode else "")
-               + "".join(", " + a for a in obs_args) + "):",
-               "    B, D = z.shape",
-               "    x = np.empty((B, D)); dx = np.ones((B, D)); ld = np.zeros(B); dld = np.zeros((B, D))",
-               "    for b in range(B):",
-               "        for i in range(D):",
-               "            u = z[b, i]; k = kinds[i]",
-               "            if k == 0:",
-               "                x[b, i] = u",
-               "            elif k == 1 or k == 2:",
-               "                e = math.exp(u)",
-               "                x[b, i] = lo[i] + e if k == 1 else hi[i] - e",
-               "                dx[b, i] = e if k == 1 else -e",
-               "                ld[b] += u; dld[b, i] = 1.0",
-               "            else:",
-               "                sg = 1.0 / (1.0 + math.exp(-u)); w = hi[i] - lo[i]",
-               "                x[b, i] = lo[i] + w * sg; dx[b, i] = w * sg * (1.0 - sg)",
-               "                ld[b] += math.log(w) + math.log(sg) + math.log1p(-sg) if 0.0 < sg < 1.0 else -math.inf",
-               "                dld[b, i] = 1.0 - 2.0 * sg",
-               "    lp = np.zeros(B); gx = np.zeros((B, D))",
-               "    prior(x, lp, gx)"]
+        n = self.n_states if ode else 0
+        n0 = n if (ode and self.y0_depends_on_parameters) else 0
+        before = ["def before(z, kinds, lo, hi, p_index):",
+                  "    B, D = z.shape",
+                  "    x = np.empty((B, D)); dx = np.ones((B, D)); ld = np.zeros(B); dld = np.zeros((B, D))",
+                  "    for b in range(B):",
+                  "        for i in range(D):",
+                  "            u = z[b, i]; k = kinds[i]",
+                  "            if k == 0:",
+                  "                x[b, i] = u",
+                  "            elif k == 1 or k == 2:",
+                  "                e = math.exp(u)",
+                  "                x[b, i] = lo[i] + e if k == 1 else hi[i] - e",
+                  "                dx[b, i] = e if k == 1 else -e",
+                  "                ld[b] += u; dld[b, i] = 1.0",
+                  "            else:",
+                  "                sg = 1.0 / (1.0 + math.exp(-u)); w = hi[i] - lo[i]",
+                  "                x[b, i] = lo[i] + w * sg; dx[b, i] = w * sg * (1.0 - sg)",
+                  "                ld[b] += math.log(w) + math.log(sg) + math.log1p(-sg) if 0.0 < sg < 1.0 else -math.inf",
+                  "                dld[b, i] = 1.0 - 2.0 * sg",
+                  "    lp = np.zeros(B); gx = np.zeros((B, D))"]
+        before += self._prior_lines
+        before += [f"    y0 = np.zeros((B, {n})); dy0 = np.zeros((B, {n}, D))"]
+        before += self._inits_lines
+        before += ["    P = p_index.shape[0]",
+                   "    p = np.empty((B, P))",
+                   "    for b in range(B):",
+                   "        for j in range(P):",
+                   "            p[b, j] = x[b, p_index[j]]",
+                   "    return x, dx, ld, dld, lp, gx, y0, dy0, p", ""]
+        obs_args = "".join(f", ov{k}, om{k}, ot{k}, oc{k}" for k in range(K))
+        after = [f"def after(jacobian, U, G, x, dx, ld, dld, lp, gx, dy0, Y, SP, S0, ok, p_index{obs_args}):",
+                 "    B, D = x.shape",
+                 "    gY = np.zeros(Y.shape)"]
+        for lines in self._obs_lines:
+            after += lines
         if ode:
-            n = self.n_states
-            src += [f"    y0 = np.zeros((B, {n})); dy0 = np.zeros((B, {n}, D))",
-                    "    inits(x, y0, dy0)",
-                    "    P = p_index.shape[0]",
-                    "    p = np.empty((B, P))",
-                    "    for b in range(B):",
-                    "        for j in range(P):",
-                    "            p[b, j] = x[b, p_index[j]]",
-                    "    T = times.shape[0]",
-                    f"    Y = np.empty((B, T, {n})); SP = np.empty((B, T, {n}, P)); "
-                    f"S0 = np.empty((B, T, {n}, {n if self.y0_depends_on_parameters else 0}))",
-                    "    ok = np.zeros(B, dtype=np.bool_); nsteps = np.zeros(B, dtype=np.int64)",
-                    "    f_addr, fj_addr, td_addr, has_t, t0, method, rtol, atol, max_steps = solver_args",
-                    "    solve_batch(f_addr, fj_addr, td_addr, has_t, y0, p, t0, times, method, rtol, atol, max_steps,",
-                    "                True, Y, SP, S0, ok, nsteps, jac_pattern)",
-                    f"    gY = np.zeros((B, T, {n}))"]
-        else:
-            src += ["    Y = np.zeros((B, 1, 0)); gY = np.zeros((B, 1, 0)); ok = np.ones(B, dtype=np.bool_)"]
-        src += [f"    obs{k}(x, Y, ot{k}, ov{k}, om{k}, oc{k}, lp, gx, gY)" for k in range(K)]
-        if ode:
-            src += ["    for b in range(B):",
-                    "        if not ok[b]:",
-                    "            continue",
-                    "        for t in range(T):",
-                    f"            for i in range({n}):",
-                    "                gyi = gY[b, t, i]",
-                    "                if gyi == 0.0:",
-                    "                    continue",
-                    "                for j in range(P):",
-                    "                    gx[b, p_index[j]] += gyi * SP[b, t, i, j]",
-                    f"                for m in range({n if self.y0_depends_on_parameters else 0}):",
-                    "                    s0 = gyi * S0[b, t, i, m]",
-                    "                    for e in range(D):",
-                    "                        gx[b, e] += s0 * dy0[b, m, e]"]
-        src += ["    for b in range(B):",
-                "        total = lp[b] + (ld[b] if jacobian else 0.0)",
-                "        good = ok[b] and math.isfinite(total)",
-                "        for i in range(D):",
-                "            gi = gx[b, i] * dx[b, i] + (dld[b, i] if jacobian else 0.0)",
-                "            G[b, i] = -gi",
-                "            if not math.isfinite(gi):",
-                "                good = False",
-                "        U[b] = -total",
-                "        if not good:",
-                "            U[b] = math.inf",
-                "            for i in range(D):",
-                "                G[b, i] = 0.0",
-                ""]
-        self.fused_source = "\n".join(src)
-        namespace = {"np": np, "math": math, "prior": self._prior, "inits": self._inits,
-                     "solve_batch": _solve_batch, **{f"obs{k}": fn for k, fn in enumerate(self._obs)}}
+            after += ["    P = p_index.shape[0]",
+                      "    for b in range(B):",
+                      "        if not ok[b]:",
+                      "            continue",
+                      "        for t in range(Y.shape[1]):",
+                      f"            for i in range({n}):",
+                      "                gyi = gY[b, t, i]",
+                      "                if gyi == 0.0:",
+                      "                    continue",
+                      "                for j in range(P):",
+                      "                    gx[b, p_index[j]] += gyi * SP[b, t, i, j]",
+                      f"                for m in range({n0}):",
+                      "                    s0 = gyi * S0[b, t, i, m]",
+                      "                    for e in range(D):",
+                      "                        gx[b, e] += s0 * dy0[b, m, e]"]
+        after += ["    for b in range(B):",
+                  "        total = lp[b] + (ld[b] if jacobian else 0.0)",
+                  "        good = ok[b] and math.isfinite(total)",
+                  "        for i in range(D):",
+                  "            gi = gx[b, i] * dx[b, i] + (dld[b, i] if jacobian else 0.0)",
+                  "            G[b, i] = -gi",
+                  "            if not math.isfinite(gi):",
+                  "                good = False",
+                  "        U[b] = -total",
+                  "        if not good:",
+                  "            U[b] = math.inf",
+                  "            for i in range(D):",
+                  "                G[b, i] = 0.0",
+                  ""]
+        self.fused_source = "\n".join(before + after)
+        self.source = self.fused_source
+        namespace = {"np": np, "math": math, "digamma": digamma}
         exec(compile(self.fused_source, "<msml-potential>", "exec"), namespace)
-        args = [np.ascontiguousarray(self.kinds, dtype=np.int64), np.ascontiguousarray(self.lo, dtype=np.float64),
-                np.ascontiguousarray(self.hi, dtype=np.float64)]
-        if ode:
-            solver = self.ode.solver
-            sys_ = self.system
-            args += [np.ascontiguousarray(self.p_index, dtype=np.int64),
-                     np.ascontiguousarray(self.ode.output_times, dtype=np.float64),
-                     (sys_.f_only.address, sys_.f_jac.address, sys_.t_deriv.address, bool(sys_.has_time),
-                      float(self.ode.t0), METHODS[solver.method], float(solver.rtol), float(solver.atol),
-                      int(solver.max_steps)), sys_.jac_pattern]
-        for values, mask, tidx, cov in self._obs_meta:
-            args += [values, mask, tidx, cov]
-        return jit(namespace["potential"]), tuple(args)
+        self._before, self._after = jit(namespace["before"]), jit(namespace["after"])
+        self._transform_args = (np.ascontiguousarray(self.kinds, dtype=np.int64),
+                                np.ascontiguousarray(self.lo, dtype=np.float64),
+                                np.ascontiguousarray(self.hi, dtype=np.float64),
+                                np.ascontiguousarray(self.p_index if ode else np.zeros(0), dtype=np.int64))
+        self._obs_args = tuple(a for meta in self._obs_meta for a in meta)
 
     @staticmethod
-    def _kernel(name, args, E, xs, targets, printer) -> list[str]:
-        body = [f"def {name}({', '.join(args)}):", "    for _b in range(x.shape[0]):"]
+    def _kernel(E, targets, printer) -> list[str]:
+        """Lines of a loop over the batch computing ``targets`` from the parameter elements ``_x{i}``."""
+        body = ["    for _b in range(x.shape[0]):"]
         body += [f"        _x{i} = x[_b, {i}]" for i in range(E)]
-        body += emit_assignments(printer, targets, indent="        ") or ["        pass"]
-        return body + [""]
+        return body + (emit_assignments(printer, targets, indent="        ", prefix="_cse") or ["        pass"])
+
+    _no_y = np.zeros((1, 1, 0))
+    _no_sp = np.zeros((1, 1, 0, 0))
+    _no_s0 = np.zeros((1, 1, 0, 0))
 
     def _warm_up(self) -> None:
         z = np.zeros((1, self.n_elements))
@@ -388,7 +373,19 @@ class CompiledDensity:
 
     def potential_and_grad(self, z: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray]:
         z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float64)
-        u = np.empty(z.shape[0])
+        B = z.shape[0]
+        x, dx, ld, dld, lp, gx, y0, dy0, p = self._before(z, *self._transform_args)
+        if self.ode is not None:
+            solver = self.ode.solver
+            Y, SP, S0, ok = self.system.solve(y0, p, self.ode.t0, self.ode.output_times, method=solver.method,
+                                              rtol=solver.rtol, atol=solver.atol, max_steps=solver.max_steps,
+                                              sensitivities=True, y0_sensitivities=self.y0_depends_on_parameters)
+            if S0 is None:
+                S0 = self._no_s0
+        else:
+            Y, SP, S0, ok = self._no_y, self._no_sp, self._no_s0, np.ones(B, dtype=np.bool_)
+        u = np.empty(B)
         g = np.empty(z.shape)
-        self._potential(z, bool(jacobian), u, g, *self._fused_args)
+        self._after(bool(jacobian), u, g, x, dx, ld, dld, lp, gx, dy0, Y, SP, S0, ok, self._transform_args[3],
+                    *self._obs_args)
         return u, g

@@ -829,12 +829,12 @@ class _KernelPrinter(PythonCodePrinter):
         return "False"
 
 
-def _emit_assignments(printer, exprs_targets, indent="    "):
-    """cse over all expressions, emit `target = expr` lines."""
+def _emit_assignments(printer, exprs_targets, indent="    ", prefix="_x"):
+    """cse over all expressions, emit `target = expr` lines (temporaries named prefix0, prefix1, ...)."""
     exprs = [e for _, e in exprs_targets]
     if not exprs:
         return []
-    repl, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols("_x"), optimizations=None)
+    repl, reduced = sympy.cse(exprs, symbols=sympy.numbered_symbols(prefix), optimizations=None)
     lines = [f"{indent}{printer.doprint(s)} = {printer.doprint(e)}" for s, e in repl]
     for (target, _), e in zip(exprs_targets, reduced):
         lines.append(f"{indent}{target} = {printer.doprint(e)}")
