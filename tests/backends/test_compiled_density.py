@@ -72,3 +72,20 @@ def test_gradient_matches_finite_differences(tmp_path):
     fd = np.array([(program.potential_and_grad(z + h * e)[0] - program.potential_and_grad(z - h * e)[0])[0] / (2 * h)
                    for e in np.eye(program.dim)])
     np.testing.assert_allclose(g[0], fd, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_are_cached_on_disk_and_fall_back_without_a_cache(tmp_path, monkeypatch):
+    from msml_dsl.backends.pyro.compiled_density import load_kernels
+
+    source = "def before(x):\n    return x * 2.0\n\ndef after(x):\n    return x + 1.0\n"
+    monkeypatch.setenv("MSML_CACHE_DIR", str(tmp_path / "cache"))
+    before, after = load_kernels(source, ("before", "after"))
+    assert before(3.0) == 6.0 and after(1.0) == 2.0
+    assert len(list((tmp_path / "cache" / "kernels").glob("msml_kernels_*.py"))) == 1
+    load_kernels(source, ("before", "after"))  # same source: the same file is reused
+    assert len(list((tmp_path / "cache" / "kernels").glob("msml_kernels_*.py"))) == 1
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("MSML_CACHE_DIR", str(blocker))
+    before, _ = load_kernels(source, ("before", "after"))
+    assert before(1.5) == 3.0
