@@ -318,7 +318,10 @@ def gradient_time(name: str, scratch: Path, batch: int = 4, repeats: int = 200) 
 # ---------------------------------------------------------------------- driver
 def run_one(tool, name, chains, warmup, draws, seed, python):
     cmd = [python, __file__, "--worker", tool, name, str(chains), str(warmup), str(draws), str(seed)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    with tempfile.TemporaryDirectory() as kernel_cache:
+        # A fresh kernel cache: the compile time shown is a first run's, not a cached rerun's.
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "MSML_CACHE_DIR": kernel_cache}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]

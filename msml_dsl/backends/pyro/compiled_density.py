@@ -270,8 +270,11 @@ class CompiledDensity:
             sub.update({sympy.Symbol(name, real=True): c for name, c in zip(cov_names, cs)})
             args = [a.xreplace(sub) for a in o.args]
             ll = log_pdf(o.distribution, v, args)
+            # Only the states this observation uses are loaded and differentiated (a large ODE system
+            # would otherwise put n lines per observation into the compiled code).
+            used_s = [j for j, y in enumerate(ys) if ll.has(y)]
             targets = [("_ll", ll)]
-            targets += [(f"_gs{j}", sympy.diff(ll, y)) for j, y in enumerate(ys)]
+            targets += [(f"_gs{j}", sympy.diff(ll, ys[j])) for j in used_s]
             targets += [(f"_gx{i}", sympy.diff(ll, x)) for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
             used_x = [i for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
             body = ["    for _b in range(x.shape[0]):"]
@@ -279,13 +282,13 @@ class CompiledDensity:
             body += [f"        for _r in range(ov{k}.shape[0]):",
                      f"            if not om{k}[_r]:", "                continue",
                      f"            _v = ov{k}[_r]"]
-            if ys:
+            if used_s:
                 body.append(f"            _t = ot{k}[_r]")
-                body += [f"            _s{j} = Y[_b, _t, {j}]" for j in range(len(ys))]
+                body += [f"            _s{j} = Y[_b, _t, {j}]" for j in used_s]
             body += [f"            _c{j} = oc{k}[{j}, _r]" for j in range(len(cs))]
             body += emit_assignments(printer, targets, indent="            ", prefix="_cse")
             body.append("            lp[_b] += _ll")
-            body += [f"            gY[_b, _t, {j}] += _gs{j}" for j in range(len(ys))]
+            body += [f"            gY[_b, _t, {j}] += _gs{j}" for j in used_s]
             body += [f"            gx[_b, {i}] += _gx{i}" for i in used_x]
             self._obs_lines.append(body)
             cov = np.array([o.covariates[c] for c in cov_names]) if cov_names else np.zeros((0, o.values.size))
