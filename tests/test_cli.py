@@ -122,3 +122,18 @@ def test_interrupted_sampling_keeps_completed_draws(tiny):
     n = fit.posterior["mu"].shape[1]
     assert 25 <= n < 100
     assert np.isfinite(fit.posterior["mu"]).all()
+
+
+def test_svi_on_an_ode_model_is_a_clear_unsupported_error(tiny):
+    tiny.write_text(TINY.replace("infer nuts(chains=2, warmup=100, draws=100, seed=4)", "infer svi(steps=100)"))
+    r = msml("run", tiny)
+    assert r.returncode == 4 and "E403" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_chees_from_the_command_line(tiny, tmp_path):
+    r = msml("run", tiny, "--method", "chees", "--chains", "16", "--superchains", "4", "--warmup", "100",
+             "--draws", "50", "--out", tmp_path / "chees", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "nested R-hat over 4 superchains" in r.stdout
+    record = json.loads((tmp_path / "chees" / "run.json").read_text())
+    assert record["method"] == "chees" and "mu" in record["nested_rhat"]

@@ -179,7 +179,7 @@ def load_kernels(source: str, names: tuple[str, ...]) -> list:
         sys.modules[module_name] = module  # numba's cache finds the functions' globals through it
         spec.loader.exec_module(module)
         return [getattr(module, n) for n in names]
-    except OSError:
+    except (OSError, RuntimeError):  # no writable cache folder (or no home directory): compile in memory
         namespace = {"np": np, "math": math, "digamma": digamma}
         exec(compile(source, "<msml-potential>", "exec"), namespace)
         jit = numba.njit(cache=False, error_model="numpy")
