@@ -401,32 +401,6 @@ class CompiledDensity:
         self.potential_and_grad(z)
 
     # ------------------------------------------------------------------ eval
-    def transform(self, z: np.ndarray):
-        """Unconstrained z → constrained x, dx/dz, log|dx/dz| and its derivative (elementwise)."""
-        x = z.copy()
-        dx = np.ones_like(z)
-        logdet = np.zeros_like(z)
-        dlogdet = np.zeros_like(z)
-        k, lo, hi = self.kinds, self.lo, self.hi
-        with np.errstate(over="ignore", invalid="ignore"):
-            for kind in (1, 2):
-                m = k == kind
-                if m.any():
-                    e = np.exp(z[:, m])
-                    x[:, m] = lo[m] + e if kind == 1 else hi[m] - e
-                    dx[:, m] = e if kind == 1 else -e
-                    logdet[:, m] = z[:, m]
-                    dlogdet[:, m] = 1.0
-            m = k == 3
-            if m.any():
-                s = 1.0 / (1.0 + np.exp(-z[:, m]))
-                width = hi[m] - lo[m]
-                x[:, m] = lo[m] + width * s
-                dx[:, m] = width * s * (1 - s)
-                logdet[:, m] = np.log(width) - np.logaddexp(0, -z[:, m]) - np.logaddexp(0, z[:, m])
-                dlogdet[:, m] = 1 - 2 * s
-        return x, dx, logdet, dlogdet
-
     def potential_and_grad(self, z: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray]:
         z = np.ascontiguousarray(np.atleast_2d(z), dtype=np.float64)
         B = z.shape[0]
