@@ -60,7 +60,7 @@ def test_missing_file_and_garbage_input(tmp_path):
 
 
 def test_unsupported_statement_exits_4():
-    r = msml("run", GOLDEN / "good" / "pinn_heat_forward.msml")
+    r = msml("run", GOLDEN / "good" / "ude_lotka_volterra.msml")
     assert r.returncode == 4
     assert "E401" in r.stderr and "not supported yet" in r.stderr and "Traceback" not in r.stderr
 

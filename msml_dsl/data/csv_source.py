@@ -92,6 +92,9 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
             except EvaluationError as exc:
                 bag.error("E305", f"cannot compute '{var}' from the columns of '{shown}': {exc}", expr.span)
         tables[src.name] = DataTable(src.name, path, columns, coordinates, lines, len(frame))
+        if model.pde is not None:
+            _bind_field_coordinates(bag, model, src, shown, frame, coordinates, lines)
+            continue
         if model.time and model.time in coordinates:
             _check_time_column(bag, model, src, shown, coordinates[model.time], lines)
         elif model.time and any(o.source == src.name for o in model.observations) and model.states:
@@ -130,6 +133,35 @@ def _columns_used(model: CheckedModel, src: DataSourceInfo) -> dict[str, object]
                 if isinstance(node, ast.Attribute):
                     needed.setdefault(node.column.id, node.column.span)
     return needed
+
+
+def _bind_field_coordinates(bag, model, src, shown, frame, coordinates, lines) -> None:
+    """PDE data: every row has each coordinate of the domain (bound, or a column of that name) inside it."""
+    if not any(o.source == src.name for o in model.observations):
+        return
+    axes = dict(model.space)
+    if model.time is not None and model.time_range is not None:
+        axes[model.time] = model.time_range
+    for axis, (lo, hi) in axes.items():
+        span = next((e.span for v, e in src.bindings if v == axis), src.span)
+        if axis not in coordinates:
+            if axis not in frame.columns:
+                bag.error("E306", f"the data source '{src.name}' does not say which column is '{axis}'", src.span,
+                          help=f"name a column '{axis}', or bind one: csv(\"{src.path}\", {axis} = COLUMN)")
+                continue
+            coordinates[axis] = np.array([_to_float(c) for c in frame[axis].tolist()])
+        values = coordinates[axis]
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            bag.error("E307", f"'{shown}' line {lines[bad[0]]}: the coordinate '{axis}' is missing or not a number",
+                      span, help="every row needs its coordinates")
+            continue
+        tol = 1e-9 * max(1.0, abs(hi - lo))
+        outside = np.flatnonzero((values < lo - tol) | (values > hi + tol))
+        if outside.size:
+            i = outside[0]
+            bag.error("E309", f"'{shown}' line {lines[i]}: {axis} = {values[i]:g} lies outside the domain "
+                      f"{axis} in [{lo:g}, {hi:g}]", span, help="widen the domain or drop the row")
 
 
 def _check_time_column(bag, model, src, shown, values, lines, column: str | None = None) -> None:

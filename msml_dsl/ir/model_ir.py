@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import sympy
 
 from msml_dsl.data.csv_source import DataTable
-from msml_dsl.errors import Diagnostic, UnsupportedFeature
+from msml_dsl.errors import Diagnostic, MsmlError, UnsupportedFeature
+from msml_dsl.ir.pde import PdeProblem, lower_pde
 from msml_dsl.semantics.distributions import DISTRIBUTIONS
 from msml_dsl.semantics.model import InferenceSettings, SolverSettings
 from msml_dsl.symbolic.builder import SymbolicModel
@@ -68,6 +69,11 @@ class Observation:
     times: np.ndarray | None
     covariates: dict[str, np.ndarray]      # "source.column" -> per-row values
     file_lines: np.ndarray
+    # PDE models: coordinate name ("x", "t") -> per-row values; fields in `args` are u(x, t) there
+    coordinates: dict[str, np.ndarray] = field(default_factory=dict)
+    # Method of lines: a field at a row is a linear combination of grid states,
+    # symbol -> (state columns (rows, K), weights (rows, K)) read at the row's time_index
+    state_maps: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class ModelIR:
     inference: InferenceSettings
     constants: dict[str, float]
     warnings: tuple[Diagnostic, ...] = ()
+    pde: PdeProblem | None = None
 
     def to_json(self) -> str:
         """A readable, serialisable view of the IR."""
@@ -110,6 +117,23 @@ class ModelIR:
             "derived": {n: expr(e) for n, e in self.derived},
             "inference": {"method": self.inference.method, **dict(self.inference.options)},
         }
+        if self.pde is not None:
+            pde = self.pde
+            data["pde"] = {
+                "space": {str(a.symbol): [a.lower, a.upper] for a in pde.space},
+                "time": None if pde.time is None else {str(pde.time): list(pde.time_range)},
+                "fields": [{"name": f.name, "arguments": [str(a) for a in f.arguments], "hidden": list(f.hidden),
+                            "activation": f.activation, "fourier_features": f.fourier_features}
+                           for f in pde.fields],
+                "equations": {e.name: expr(e.expr) + " = 0" for e in pde.equations},
+                "conditions": [{"kind": c.kind, "field": c.field, "residual": expr(c.expr),
+                                "at": {str(k): v for k, v in c.at}, **({"partner": {str(k): v for k, v in c.partner}}
+                                                                       if c.partner else {})}
+                               for c in pde.conditions],
+                "collocation": vars(pde.collocation),
+                "physics": {t.name: {"scale": expr(t.scale), "declared": t.declared} for t in pde.physics},
+                "solver": {"method": pde.solver.method, **dict(pde.solver.options)},
+            }
         return json.dumps(data, indent=2, default=_json_default)
 
 
@@ -156,6 +180,12 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         params.append(LatentParameter(p.name, () if p.size is None else (p.size,), p.distribution, args,
                                       p.lower, p.upper, tuple(elements), _support(p, args)))
 
+    pde = None
+    if model.pde is not None:
+        pde, problems = lower_pde(symbolic, symbolic.numeric, [e for p in params for e in p.elements])
+        if problems:
+            raise MsmlError(problems, {model.file: model.program.source})
+
     ode = None
     time_values = {}
     if symbolic.states:
@@ -193,9 +223,28 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
                       for k, v in covariates.items()}
         times = time_values.get(obs.name)
         index = np.searchsorted(ode.output_times, times) if (ode is not None and times is not None) else None
+        coordinates = {}
+        if pde is not None:
+            for axis in [str(a.symbol) for a in pde.space] + ([str(pde.time)] if pde.time is not None else []):
+                col = table.coordinates.get(axis)
+                if col is not None:
+                    coordinates[axis] = np.asarray(col, dtype=float)
         observations.append(Observation(obs.name, obs.distribution, args, values, mask, index, times, covariates,
-                                        table.file_lines))
+                                        table.file_lines, coordinates))
 
     derived = tuple((n, symbolic.numeric(e)) for n, e in symbolic.derived)
-    return ModelIR(model.name, model.title, model.file, tuple(params), ode, tuple(observations), derived,
-                   model.inference, dict(model.constants), model.warnings)
+    ir = ModelIR(model.name, model.title, model.file, tuple(params), ode, tuple(observations), derived,
+                 model.inference, dict(model.constants), model.warnings, pde)
+    if pde is not None and pde.solver.method == "mol":
+        from msml_dsl.errors import Span
+        from msml_dsl.ir.method_of_lines import discretize
+
+        try:
+            ir = discretize(ir)
+        except MsmlError as exc:
+            lines = model.program.source.splitlines()
+            diags = [Diagnostic(d.code, d.message, None if d.span is None else
+                                Span(d.span.line, 1, d.span.line, len(lines[d.span.line - 1]) + 1), d.file,
+                                help=d.help) for d in exc.diagnostics]
+            raise MsmlError(diags, {model.file: model.program.source}) from None
+    return ir

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from msml_dsl.errors import DiagnosticBag, Span, did_you_mean
 from msml_dsl.semantics.distributions import DISTRIBUTIONS, support_of
-from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, InferenceSettings, ObservationInfo,
-                                      ParameterInfo, SolverSettings)
+from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, FieldInfo, InferenceSettings,
+                                      ObservationInfo, ParameterInfo, PdeInfo, PhysicsInfo, SolverSettings)
 from msml_dsl.syntax import ast
 from msml_dsl.syntax.evaluate import BUILTIN_CONSTANTS, FUNCTIONS, EvaluationError, evaluate
 from msml_dsl.syntax.parser import iter_expr
@@ -37,11 +37,18 @@ COLLOCATION_METHODS = ("sobol", "halton", "uniform", "grid")
 INITS = ("map", "prior", "uniform")
 
 # Statements that parse and check but have no backend yet (later issues).
-_LATER = {
-    ast.SpaceDecl: "space", ast.FieldDecl: "field", ast.UnknownDecl: "unknown",
-    ast.BoundaryDecl: "boundary", ast.InitialDecl: "initial", ast.FidelityDecl: "fidelity",
-    ast.CollocationDecl: "collocation", ast.PhysicsDecl: "physics",
-}
+_LATER = {ast.UnknownDecl: "unknown", ast.FidelityDecl: "fidelity"}
+# Statements of PDE models (checked here, lowered by ir/ and solved by backends/pinn or method of lines).
+_PDE_STATEMENTS = (ast.SpaceDecl, ast.FieldDecl, ast.BoundaryDecl, ast.InitialDecl, ast.CollocationDecl,
+                   ast.PhysicsDecl)
+
+PDE_SOLVERS = ("pinn", "mol")
+MOL_OPTIONS = {"points": "ints", "method": str, "rtol": float, "atol": float, "max_steps": int,
+               "steady_time": float}
+MOL_METHODS = ("rk45", "stiff", "auto")
+FIELD_OPTIONS = {"hidden": "ints", "activation": str, "fourier_features": int, "fourier_scale": float}
+COLLOCATION_OPTIONS = {"boundary": int, "initial": int, "resample": int, "adaptive": int, "rounds": int,
+                       "seed": int}
 
 
 def check(program: ast.Program) -> CheckedModel:
@@ -150,8 +157,9 @@ class _Checker:
         solver = self.check_solver()
         inference = self.check_inference()
         unsupported = self.check_later_statements(space, time_name)
+        pde = self.check_pde(space, time_name)
 
-        if not states and not unsupported and not p.of_type(ast.ParamDecl):
+        if not states and not unsupported and pde is None and not p.of_type(ast.ParamDecl):
             self.bag.error("E207", "the model declares nothing to infer: no state, param or field",
                            models[0].span if models else None)
 
@@ -162,9 +170,9 @@ class _Checker:
             constants=dict(self.constants), time=time_name, time_range=time_range, space=space,
             states=states, parameters=parameters, equations=equations, inits=inits,
             data_sources=sources, observations=observations, derived=derived, solver=solver,
-            inference=inference, unsupported=unsupported,
+            inference=inference, unsupported=unsupported, pde=pde,
             unsupported_names=tuple((n, k) for n, (k, _) in self.declared.items()
-                                    if k in ("field", "unknown", "fidelity level")),
+                                    if k in ("unknown", "fidelity level")),
             warnings=tuple(self.bag.warnings()))
 
     # ---------------------------------------------------------------- constants
@@ -638,6 +646,20 @@ class _Checker:
                 self.bag.error("E261", f"option '{key}' is given twice", kw.span)
                 continue
             typ = schema[key]
+            spec = typ if isinstance(typ, dict) else {}   # a backend's settings table: type, choices, min
+            typ = spec.get("type", typ)
+            if typ is bool:
+                word = kw.value.id if isinstance(kw.value, ast.Name) else None
+                if word not in ("true", "false"):
+                    self.bag.error("E262", f"option '{key}' is true or false", kw.value.span)
+                else:
+                    opts[key] = word == "true"
+                continue
+            if typ == "ints":
+                values = self._int_list(kw.value, f"option '{key}'")
+                if values is not None:
+                    opts[key] = values
+                continue
             if typ is str:
                 if isinstance(kw.value, ast.Name):
                     opts[key] = kw.value.id
@@ -645,6 +667,11 @@ class _Checker:
                     opts[key] = kw.value.value
                 else:
                     self.bag.error("E262", f"option '{key}' takes a word", kw.value.span)
+                    continue
+                choices = spec.get("choices")
+                if choices and opts[key] not in choices:
+                    self.bag.error("E262", f"option '{key}' is one of {', '.join(choices)}, not '{opts[key]}'",
+                                   kw.value.span, help=did_you_mean(opts.pop(key), choices))
                 continue
             v = self.constant_value(kw.value, f"option '{key}'")
             if v is None:
@@ -654,11 +681,61 @@ class _Checker:
                     self.bag.error("E262", f"option '{key}' must be a whole number, not {_fmt(v)}", kw.value.span)
                     continue
                 v = int(v)
+            if "min" in spec and v < spec["min"]:
+                self.bag.error("E262", f"option '{key}' must be at least {_fmt(spec['min'])}, not {_fmt(v)}",
+                               kw.value.span)
+                continue
             opts[key] = v
         return opts
 
+    def _int_list(self, expr: ast.Expr, what: str) -> tuple[int, ...] | None:
+        """A whole number or a list of them (``points=64`` or ``hidden=[20, 20]``), each at least 1."""
+        items = expr.items if isinstance(expr, ast.ListExpr) else (expr,)
+        out = []
+        for item in items:
+            v = self.constant_value(item, what)
+            if v is None:
+                return None
+            if not float(v).is_integer() or v < 1:
+                self.bag.error("E262", f"{what} takes whole numbers of at least 1, not {_fmt(v)}", item.span)
+                return None
+            out.append(int(v))
+        if not out:
+            self.bag.error("E262", f"{what} needs at least one number", expr.span)
+            return None
+        return tuple(out)
+
     def check_solver(self) -> SolverSettings:
         decls = self.p.of_type(ast.SolverDecl)
+        if self.p.of_type(ast.FieldDecl):
+            # A PDE model: the solver statement chooses pinn or mol; mol's time integration options
+            # become the ODE settings.
+            for extra in decls[1:]:
+                self.bag.error("E260", "the solver is set twice", extra.span)
+            m = decls[0].method if decls else None
+            if m is None:
+                return SolverSettings()
+            if m.name.id not in PDE_SOLVERS:
+                self.bag.error("E260", f"unknown solver '{m.name.id}' for a model with fields", m.name.span,
+                               help=did_you_mean(m.name.id, PDE_SOLVERS)
+                               or "PDE models are solved by pinn (a physics-informed network) or mol "
+                                  "(the method of lines)")
+                return SolverSettings()
+            if m.name.id == "pinn":
+                from msml_dsl.backends.pinn.settings import PINN_OPTIONS
+
+                self.pde_solver = ("pinn", self._options(m, PINN_OPTIONS, "solver"), m.span)
+                return SolverSettings()
+            o = self._options(m, MOL_OPTIONS, "solver")
+            self.pde_solver = ("mol", o, m.span)
+            method = o.get("method", "auto")
+            if method not in MOL_METHODS:
+                self.bag.error("E262", f"unknown time integrator '{method}' for the method of lines",
+                               _kw_span(m, "method"), help=did_you_mean(method, MOL_METHODS)
+                               or "use rk45, stiff or auto")
+                method = "auto"
+            return SolverSettings(method, float(o.get("rtol", 1e-6)), float(o.get("atol", 1e-8)),
+                                  int(o.get("max_steps", 100_000)))
         for extra in decls[1:]:
             self.bag.error("E260", "the solver is set twice", extra.span)
         if not decls:
@@ -684,6 +761,17 @@ class _Checker:
         if not decls:
             return InferenceSettings()
         m = decls[0].method
+        if getattr(self, "pde_solver", (None,))[0] == "pinn" or (self.p.of_type(ast.FieldDecl) and
+                                                                  not hasattr(self, "pde_solver")):
+            from msml_dsl.backends.pinn.settings import PINN_INFER_OPTIONS
+
+            if m.name.id not in PINN_INFER_OPTIONS:
+                self.bag.error("E263", f"unknown inference method '{m.name.id}' for a physics-informed network",
+                               m.name.span, help=did_you_mean(m.name.id, PINN_INFER_OPTIONS)
+                               or "methods: " + ", ".join(PINN_INFER_OPTIONS))
+                return InferenceSettings()
+            o = self._options(m, PINN_INFER_OPTIONS[m.name.id], "inference method")
+            return InferenceSettings(m.name.id, tuple(sorted(o.items())))
         if m.name.id not in INFER_OPTIONS:
             self.bag.error("E263", f"unknown inference method '{m.name.id}'", m.name.span,
                            help=did_you_mean(m.name.id, INFER_OPTIONS) or "methods: nuts, chees, map, svi")
@@ -711,6 +799,120 @@ class _Checker:
                            help=did_you_mean(o["init"], INITS) or "inits: " + ", ".join(INITS))
         return InferenceSettings(m.name.id, tuple(sorted(o.items())))
 
+    # ---------------------------------------------------------------- PDE models
+    def check_pde(self, space, time_name) -> PdeInfo | None:
+        """Fields, their equations, conditions, collocation, physics terms and solver, as one PdeInfo."""
+        field_decls = self.p.of_type(ast.FieldDecl)
+        if not field_decls:
+            for s in self.p.statements:
+                if isinstance(s, (ast.BoundaryDecl, ast.InitialDecl, ast.CollocationDecl, ast.PhysicsDecl)):
+                    keyword = type(s).__name__.replace("Decl", "").lower()
+                    self.bag.error("E289", f"'{keyword}' statements belong to models with a field, and this model "
+                                   "declares none", s.span, help="declare one: field u(x, t) : mlp(hidden=[32, 32])")
+            return None
+        fields = []
+        for f in field_decls:
+            rep = f.representation
+            opts = {}
+            if rep.func.id == "mlp":
+                opts = self._options(ast.Method(rep.func, rep.args, rep.keywords, rep.span), FIELD_OPTIONS,
+                                     "field representation")
+            fields.append(FieldInfo(f.name.id, tuple(a.id for a in f.arguments), rep.func.id,
+                                    tuple(sorted(opts.items())), f.span))
+        field_names = [f.name for f in fields]
+        equations = tuple(e for e in self.p.of_type(ast.EquationDecl) if _mentions_field(e, field_names))
+        if not equations:
+            self.bag.error("E289", "the model declares a field but no equation for it", field_decls[0].span,
+                           help=f"add e.g.: equation der({field_names[0]}, t) = D * laplacian({field_names[0]})")
+        for e in equations:
+            if any(isinstance(n, ast.Name) and self.kind(n.id) == "state" for side in (e.lhs, e.rhs)
+                   for n in iter_expr(side)):
+                self.bag.error("E289", "an equation cannot mix fields and ODE states", e.span,
+                               help="couple them through parameters, or make the state a field")
+        conditions = tuple(s for s in self.p.statements if isinstance(s, (ast.BoundaryDecl, ast.InitialDecl)))
+
+        colloc = self.p.of_type(ast.CollocationDecl)
+        for extra in colloc[1:]:
+            self.bag.error("E287", f"collocation is set twice (first on line {colloc[0].span.line})", extra.span)
+        collocation: dict = {}
+        if colloc:
+            c = colloc[0]
+            if c.count < 1:
+                self.bag.error("E287", "collocation needs at least 1 point", c.span)
+            method = c.method.id if c.method is not None else "sobol"
+            if method not in COLLOCATION_METHODS:
+                self.bag.error("E287", f"unknown collocation method '{method}'", c.method.span,
+                               help=did_you_mean(method, COLLOCATION_METHODS)
+                               or "methods: " + ", ".join(COLLOCATION_METHODS))
+            opts = self._options(ast.Method(c.method or ast.Name("collocation", c.span), (), c.options, c.span),
+                                 COLLOCATION_OPTIONS, "collocation")
+            for key in ("boundary", "initial", "resample", "adaptive", "rounds"):
+                if key in opts and opts[key] < 0:
+                    self.bag.error("E262", f"collocation option '{key}' cannot be negative", c.span)
+            collocation = {"count": c.count, "method": method, **opts}
+
+        term_names = ["pde"] + ([f"pde{i + 1}" for i in range(len(equations))] if len(equations) > 1 else []) \
+            + ["boundary", "initial"]
+        physics = []
+        seen: dict[str, Span] = {}
+        for ph in self.p.of_type(ast.PhysicsDecl):
+            name = ph.name.id
+            if name not in term_names:
+                self.bag.error("E290", f"unknown physics term '{name}'", ph.name.span,
+                               help=did_you_mean(name, term_names) or "terms: " + ", ".join(term_names))
+                continue
+            if name in seen:
+                self.bag.error("E290", f"the physics term '{name}' is set twice (first on line {seen[name].line})",
+                               ph.span)
+                continue
+            seen[name] = ph.span
+            d = ph.distribution
+            if d.func.id != "Normal" or len(d.args) != 2 or d.keywords:
+                self.bag.error("E290", "a physics term is a residual with a Normal(0, scale) likelihood", d.span,
+                               help=f"write: physics {name} ~ Normal(0, 0.01)")
+                continue
+            centre = self._try_constant(d.args[0])
+            if centre is None or centre != 0:
+                self.bag.error("E290", "a residual is centred at zero: Normal(0, scale)", d.args[0].span)
+                continue
+            scale = d.args[1]
+            if isinstance(scale, ast.Name) and self.kind(scale.id) == "param":
+                if scale.id in self.vector_sizes:
+                    self.bag.error("E290", "a physics scale is a scalar parameter", scale.span)
+                    continue
+            else:
+                v = self.constant_value(scale, "a physics scale")
+                if v is None:
+                    continue
+                if not v > 0:
+                    self.bag.error("E290", f"a physics scale must be positive, not {_fmt(v)}", scale.span)
+                    continue
+            physics.append(PhysicsInfo(name, scale, ph.span))
+
+        solver, options, span = getattr(self, "pde_solver", ("pinn", {}, None))
+        if solver == "mol":
+            self._check_mol(fields, equations, conditions, space, time_name, options, span)
+        return PdeInfo(tuple(fields), equations, conditions, tuple(sorted(collocation.items())), tuple(physics),
+                       solver, tuple(sorted(options.items())), span)
+
+    def _check_mol(self, fields, equations, conditions, space, time_name, options, span) -> None:
+        """What the method of lines needs beyond a PINN: a grid size per space variable, a rectangle."""
+        points = options.get("points")
+        if points is not None and len(points) not in (1, len(space)):
+            self.bag.error("E262", f"points gives {len(points)} grid sizes, but the model has {len(space)} space "
+                           f"variable{'s' if len(space) != 1 else ''}", span)
+        if points is not None and min(points) < 3:
+            self.bag.error("E262", "the method of lines needs at least 3 grid points per space variable",
+                           span)
+        if len(space) > 2:
+            self.bag.error("E291", f"the method of lines covers 1-D and 2-D rectangles; this model has "
+                           f"{len(space)} space variables", span, help="use solver pinn()")
+        for f in fields:
+            missing = [v for v in space if v not in f.arguments]
+            if missing:
+                self.bag.error("E291", f"the method of lines needs every field on the whole grid; '{f.name}' "
+                               f"does not depend on {', '.join(missing)}", f.span)
+
     # ------------------------------------------------------- later statements
     def check_later_statements(self, space, time_name):
         out = []
@@ -718,21 +920,15 @@ class _Checker:
         ranges = dict(space)
         for s in self.p.statements:
             kind = _LATER.get(type(s))
-            if kind is None:
+            if kind is not None:
+                out.append((kind, s.span))
+            elif not isinstance(s, _PDE_STATEMENTS):
                 continue
-            out.append((kind, s.span))
             if isinstance(s, (ast.FieldDecl, ast.UnknownDecl)):
                 self._check_representation(s)
-            if isinstance(s, ast.CollocationDecl):
-                if s.count < 1:
-                    self.bag.error("E287", "collocation needs at least 1 point", s.span)
-                if s.method is not None and s.method.id not in COLLOCATION_METHODS:
-                    self.bag.error("E287", f"unknown collocation method '{s.method.id}'", s.method.span,
-                                   help=did_you_mean(s.method.id, COLLOCATION_METHODS)
-                                   or "methods: " + ", ".join(COLLOCATION_METHODS))
             if isinstance(s, (ast.FieldDecl, ast.UnknownDecl)):
                 args = s.arguments if isinstance(s, ast.FieldDecl) else s.inputs
-                if isinstance(s, ast.FieldDecl) and not space:
+                if isinstance(s, ast.FieldDecl) and not self.p.of_type(ast.SpaceDecl):
                     self.bag.error("E280", f"the field '{s.name.id}' needs space variables, but the model has "
                                    "no 'space' statement", s.name.span, help="declare one: space x in [0, 1]")
                 for a in args:
@@ -804,20 +1000,49 @@ class _Checker:
                         self.bag.error("E219", f"a PDE cannot use the {k} '{node.id}'", node.span)
 
     def _check_condition(self, s, space, time_name, ranges):
+        initial = isinstance(s, ast.InitialDecl)
+        what = "initial" if initial else "boundary"
         lhs = s.lhs
-        if not (isinstance(lhs, ast.Call) and self.kind(lhs.func.id) == "field"):
-            self.bag.error("E282", f"a{'n' if isinstance(s, ast.InitialDecl) else ''} "
-                           f"{'initial' if isinstance(s, ast.InitialDecl) else 'boundary'} condition sets a field "
-                           "at some coordinates, e.g. u(0, t) = 0", lhs.span)
+        fields = {f.name.id: f for f in self.p.of_type(ast.FieldDecl)}
+        if isinstance(lhs, ast.Evaluated):
+            target = lhs.target
+            if not (target.func.id == "der" and target.args and isinstance(target.args[0], ast.Name)
+                    and target.args[0].id in fields):
+                self.bag.error("E282", "a value at a point is a field's derivative there, e.g. der(u, x)(0, t)",
+                               target.span)
+                return
+            field_decl, point = fields[target.args[0].id], lhs.args
+            variables = [a.id for a in field_decl.arguments]
+            for a in target.args[1:]:
+                if not isinstance(a, ast.Name) or a.id not in variables:
+                    self.bag.error("E288", f"der({field_decl.name.id}, {_text(a)}): '{_text(a)}' is not a "
+                                   f"variable of the field {field_decl.name.id}({', '.join(variables)})", a.span,
+                                   help=did_you_mean(_text(a), variables))
+                    return
+            if len(target.args) < 2:
+                self.bag.error("E288", "a partial derivative names its variables: der(u, x)", target.span)
+                return
+        elif isinstance(lhs, ast.Call) and lhs.func.id in fields:
+            field_decl, point = fields[lhs.func.id], lhs.args
+        else:
+            self.bag.error("E282", f"a{'n' if initial else ''} {what} condition sets a field at some coordinates, "
+                           "e.g. u(0, t) = 0 or der(u, x)(0, t) = 0", lhs.span)
             return
-        field_decl = next(f for f in self.p.of_type(ast.FieldDecl) if f.name.id == lhs.func.id)
-        if len(lhs.args) != len(field_decl.arguments):
-            self.bag.error("E283", f"the field '{lhs.func.id}' takes {len(field_decl.arguments)} arguments "
-                           f"({', '.join(a.id for a in field_decl.arguments)}), but {len(lhs.args)} were given",
+        if len(point) != len(field_decl.arguments):
+            self.bag.error("E283", f"the field '{field_decl.name.id}' takes {len(field_decl.arguments)} arguments "
+                           f"({', '.join(a.id for a in field_decl.arguments)}), but {len(point)} were given",
                            lhs.span)
             return
-        fixed = [(param.id, arg) for param, arg in zip(field_decl.arguments, lhs.args) if not isinstance(arg, ast.Name)]
-        if isinstance(s, ast.InitialDecl):
+        self._check_condition_side(s.rhs, fields, space, time_name)
+        for param, arg in zip(field_decl.arguments, point):
+            if isinstance(arg, ast.Name) and arg.id != param.id and self.kind(arg.id) in ("space variable",
+                                                                                          "time variable"):
+                self.bag.error("E284", f"the field {field_decl.name.id}({', '.join(a.id for a in field_decl.arguments)})"
+                               f" takes '{param.id}' here, not '{arg.id}'", arg.span)
+                return
+        fixed = [(param.id, arg) for param, arg in zip(field_decl.arguments, point)
+                 if not (isinstance(arg, ast.Name) and arg.id == param.id)]
+        if initial:
             at = [(name, arg) for name, arg in fixed if name == time_name]
             if not at:
                 self.bag.error("E284", "an initial condition fixes the time argument, e.g. u(x, 0)", lhs.span)
@@ -837,9 +1062,46 @@ class _Checker:
                 self.bag.error("E284", f"this boundary condition sits at {name} = {_fmt(v)}, which is not an edge "
                                f"of the domain {name} in [{_fmt(lo)}, {_fmt(hi)}]", arg.span,
                                help=f"use {name} = {_fmt(lo)} or {name} = {_fmt(hi)}")
-        if not fixed:
+        if ranges and not any(name in ranges for name, _ in fixed):
             self.bag.error("E284", "a boundary condition fixes one space coordinate at an edge, e.g. u(0, t)",
                            lhs.span)
+
+    def _check_condition_side(self, expr: ast.Expr, fields: dict, space, time_name) -> None:
+        """The right side of a condition: constants, parameters, coordinates and fields at points."""
+        allowed = ("const", "param", "space variable", "time variable", "field")
+        skip: set[int] = set()
+        for node in iter_expr(expr):
+            if isinstance(node, ast.Evaluated):
+                skip.update(id(a) for a in node.target.args)
+                skip.add(id(node.target))
+                first = node.target.args[0] if node.target.args else None
+                name = first.id if isinstance(first, ast.Name) else None
+                if node.target.func.id != "der" or name not in fields:
+                    self.bag.error("E282", "a value at a point is a field's derivative there, e.g. der(u, x)(0, t)",
+                                   node.target.span)
+                elif len(node.args) != len(fields[name].arguments):
+                    self.bag.error("E283", "a derivative at a point gives one coordinate per field argument",
+                                   node.span)
+            elif isinstance(node, ast.Call) and id(node) not in skip:
+                if node.func.id in fields:
+                    n = len(fields[node.func.id].arguments)
+                    if len(node.args) != n:
+                        self.bag.error("E283", f"the field '{node.func.id}' takes {n} arguments, but "
+                                       f"{len(node.args)} were given", node.span)
+                elif node.func.id == "der":
+                    self.bag.error("E282", "a derivative in a condition is taken at a point, e.g. der(u, x)(0, t)",
+                                   node.span)
+                elif node.func.id not in FUNCTIONS:
+                    self.bag.error("E230", f"unknown function '{node.func.id}'", node.func.span,
+                                   help=did_you_mean(node.func.id, list(FUNCTIONS)))
+            elif isinstance(node, ast.Name) and id(node) not in skip:
+                k = self.kind(node.id)
+                if k is None and node.id not in BUILTIN_CONSTANTS:
+                    self.unknown_name(node, [n for n in self.declared if self.kind(n) in allowed])
+                elif k is not None and k not in allowed:
+                    self.bag.error("E219", f"a condition cannot use the {k} '{node.id}'", node.span)
+            elif isinstance(node, (ast.Attribute, ast.String, ast.ListExpr)):
+                self.bag.error("E219", "a condition is a numeric expression", node.span)
 
 
 # --------------------------------------------------------------------- utils

@@ -63,6 +63,38 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class FieldInfo:
+    name: str
+    arguments: tuple[str, ...]
+    representation: str                       # mlp
+    options: tuple[tuple[str, object], ...]   # hidden, activation, fourier_features, fourier_scale
+    span: Span
+
+
+@dataclass(frozen=True)
+class PhysicsInfo:
+    """``physics NAME ~ Normal(0, scale)``: the scale of a residual term."""
+
+    name: str
+    scale: ast.Expr
+    span: Span
+
+
+@dataclass(frozen=True)
+class PdeInfo:
+    """The PDE part of a model: fields, their equations and conditions, and how they are solved."""
+
+    fields: tuple[FieldInfo, ...]
+    equations: tuple[ast.EquationDecl, ...]
+    conditions: tuple[ast.BoundaryDecl | ast.InitialDecl, ...]
+    collocation: tuple[tuple[str, object], ...]   # count, method and options
+    physics: tuple[PhysicsInfo, ...]
+    solver: str                                   # pinn | mol
+    solver_options: tuple[tuple[str, object], ...]
+    solver_span: Span | None
+
+
+@dataclass(frozen=True)
 class CheckedModel:
     """The output of the ``check`` stage."""
 
@@ -85,6 +117,7 @@ class CheckedModel:
     inference: InferenceSettings
     unsupported: tuple[tuple[str, Span], ...]   # statements with no backend yet
     unsupported_names: tuple[tuple[str, str], ...] = ()   # (name, kind) declared by those statements
+    pde: PdeInfo | None = None
     warnings: tuple[Diagnostic, ...] = field(default=())
 
     @property

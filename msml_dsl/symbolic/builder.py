@@ -48,6 +48,12 @@ class SymbolicModel:
     observation_args: dict[str, tuple[sympy.Expr, ...]]
     derived: tuple[tuple[str, sympy.Expr], ...]
     parameter_elements: dict[str, tuple[sympy.Symbol, ...]] = field(default_factory=dict)
+    fields: dict[str, sympy.Expr] = field(default_factory=dict)          # name -> u(x, t)
+    pde_equations: tuple[tuple[sympy.Expr, int], ...] = ()               # (lhs - rhs, line)
+    # (condition statement, lhs, rhs, points on the lhs, points on the rhs); a point is
+    # (field name, {coordinate symbol: value expression}) for every field evaluated at fixed coordinates.
+    conditions: tuple[tuple[object, sympy.Expr, sympy.Expr, tuple, tuple], ...] = ()
+    physics_scales: dict[str, sympy.Expr] = field(default_factory=dict)
 
     @property
     def residuals(self) -> tuple[sympy.Expr, ...]:
@@ -90,8 +96,15 @@ def build_symbolic(model: CheckedModel) -> SymbolicModel:
             symbols[p.name] = sympy.Symbol(p.name, real=True)
         else:
             elements[p.name] = tuple(sympy.Symbol(element_name(p.name, i + 1), real=True) for i in range(p.size))
+    for v in model.space:
+        symbols[v] = sympy.Symbol(v, real=True)
     builder = _ExprBuilder(symbols, elements)
-    builder.other_names = set(model.space) | {n for n, _ in model.unsupported_names}
+    builder.other_names = {n for n, _ in model.unsupported_names}
+    builder.space = set(model.space)
+    if model.pde is not None:
+        for f in model.pde.fields:
+            args = tuple(symbols[a] for a in f.arguments)
+            builder.fields[f.name] = (sympy.Function(f.name, real=True)(*args), args)
     constants = {symbols[n]: sympy.Float(v) for n, v in model.constants.items()}
     rhs = tuple(builder.build(model.equations[s]) for s in model.states)
     inits = tuple(builder.build(model.inits[s]) for s in model.states)
@@ -103,9 +116,23 @@ def build_symbolic(model: CheckedModel) -> SymbolicModel:
         derived.append((name, value))
         builder.derived[name] = value  # later derived quantities may use this one
     derived = tuple(derived)
+    pde_equations, conditions, physics = (), (), {}
+    if model.pde is not None:
+        pde_equations = tuple((builder.build(e.lhs) - builder.build(e.rhs), e.span.line) for e in model.pde.equations)
+        built = []
+        for c in model.pde.conditions:
+            builder.points = []
+            lhs = builder.build(c.lhs)
+            lhs_points, builder.points = tuple(builder.points), []
+            rhs = builder.build(c.rhs)
+            built.append((c, lhs, rhs, lhs_points, tuple(builder.points)))
+            builder.points = None
+        conditions = tuple(built)
+        physics = {ph.name: builder.build(ph.scale) for ph in model.pde.physics}
     return SymbolicModel(model, symbols, constants, symbols.get(model.time) if model.time else None,
                          tuple(symbols[s] for s in model.states), rhs, inits, prior_args, observation_args,
-                         derived, elements)
+                         derived, elements, {k: v for k, (v, _) in builder.fields.items()}, pde_equations,
+                         conditions, physics)
 
 
 class _ExprBuilder:
@@ -114,7 +141,10 @@ class _ExprBuilder:
         self.elements = elements
         self.columns: dict[str, sympy.Symbol] = {}
         self.derived: dict[str, sympy.Expr] = {}
-        self.other_names: set[str] = set()  # space variables, fields, fidelity levels (later backends)
+        self.other_names: set[str] = set()  # unknown terms, fidelity levels (later backends)
+        self.fields: dict[str, tuple[sympy.Expr, tuple[sympy.Symbol, ...]]] = {}
+        self.points: list | None = None     # while building a condition: fields met at fixed coordinates
+        self.space: set[str] = set()
 
     def build(self, e: ast.Expr) -> sympy.Expr:
         if isinstance(e, ast.Number):
@@ -127,6 +157,8 @@ class _ExprBuilder:
                 return self.derived[e.id]
             if e.id == "pi":
                 return sympy.pi
+            if e.id in self.fields:  # a bare field means its value at the current coordinates
+                return self.fields[e.id][0]
             if e.id in self.other_names:
                 return sympy.Symbol(e.id, real=True)
             raise InternalError(f"unresolved name '{e.id}' reached the symbolic stage")
@@ -142,9 +174,33 @@ class _ExprBuilder:
             a, b = self.build(e.left), self.build(e.right)
             return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
                     "/": lambda: a / b, "^": lambda: a ** b}[e.op]()
+        if isinstance(e, ast.Call) and e.func.id == "der" and self.fields:
+            applied, _ = self.fields[e.args[0].id]
+            return sympy.Derivative(applied, *[self.symbols[a.id] for a in e.args[1:]])
+        if isinstance(e, ast.Call) and e.func.id == "laplacian":
+            applied, args = self.fields[e.args[0].id]
+            space = [a for a in args if a.name in self.space]
+            return sympy.Add(*[sympy.Derivative(applied, (a, 2)) for a in space])
+        if isinstance(e, ast.Evaluated):
+            value = self.build(e.target)
+            self._record_point(e.target.args[0].id, e.args)
+            return value
+        if isinstance(e, ast.Call) and e.func.id in self.fields:
+            self._record_point(e.func.id, e.args)
+            return self.fields[e.func.id][0]
         if isinstance(e, ast.Call) and e.func.id in SYMPY_FUNCTIONS:
             return SYMPY_FUNCTIONS[e.func.id](*[self.build(a) for a in e.args])
         if isinstance(e, ast.Call):
             # An unknown term or a field: an undefined SymPy function its backend will supply.
             return sympy.Function(e.func.id, real=True)(*[self.build(a) for a in e.args])
         raise InternalError(f"cannot build a SymPy expression from {type(e).__name__}")
+
+    def _record_point(self, field_name: str, point: tuple) -> None:
+        """Note the fixed coordinates of a field evaluated at a point (``u(0, t)``: x = 0)."""
+        _, args = self.fields[field_name]
+        fixed = {a: self.build(p) for a, p in zip(args, point)
+                 if not (isinstance(p, ast.Name) and p.id == a.name)}
+        if self.points is not None:
+            self.points.append((field_name, fixed))
+        elif fixed:
+            raise InternalError("a field at a point outside a boundary or initial condition")

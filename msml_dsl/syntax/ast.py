@@ -65,6 +65,15 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Evaluated:
+    """A derivative evaluated at a point: ``der(u, x)(0, t)`` (Neumann and Robin conditions)."""
+
+    target: Call
+    args: tuple["Expr", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class ListExpr:
     items: tuple["Expr", ...]
     span: Span
@@ -85,7 +94,7 @@ class UnaryOp:
     span: Span
 
 
-Expr = Union[Number, String, Name, Index, Attribute, Call, ListExpr, BinOp, UnaryOp]
+Expr = Union[Number, String, Name, Index, Attribute, Call, Evaluated, ListExpr, BinOp, UnaryOp]
 
 
 # ------------------------------------------------------------------- statements

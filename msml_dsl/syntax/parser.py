@@ -320,6 +320,12 @@ class _ToAst(Transformer):
         args, keywords, _ = children[1]
         return ast.Call(_name(children[0]), args, keywords, _span(meta))
 
+    def evaluated(self, meta, children):
+        args, keywords, span = children[1]
+        if keywords:
+            raise _LiteralError("a point is given by positional coordinates, e.g. der(u, x)(0, t)", keywords[0].span)
+        return ast.Evaluated(children[0], args, _span(meta))
+
     def list(self, meta, children):
         return ast.ListExpr(tuple(c for c in children if c is not None), _span(meta))
 
@@ -444,6 +450,10 @@ def iter_expr(e):
             yield from iter_expr(a)
         for k in e.keywords:
             yield from iter_expr(k.value)
+    elif isinstance(e, ast.Evaluated):
+        yield from iter_expr(e.target)
+        for a in e.args:
+            yield from iter_expr(a)
     elif isinstance(e, ast.Index):
         yield from iter_expr(e.index)
     elif isinstance(e, ast.ListExpr):

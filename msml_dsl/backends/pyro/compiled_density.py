@@ -258,6 +258,7 @@ class CompiledDensity:
             self.y0_depends_on_parameters = any(e.free_symbols for e in inits)
         # observations
         self._obs_meta = []
+        self._obs_map_counts: list[int] = []
         self._obs_lines: list[list[str]] = []
         for k, o in enumerate(ir.observations):
             v = sympy.Symbol("_v", real=True)
@@ -268,6 +269,9 @@ class CompiledDensity:
             if ir.ode:
                 sub.update(dict(zip(ir.ode.states, ys)))
             sub.update({sympy.Symbol(name, real=True): c for name, c in zip(cov_names, cs)})
+            map_symbols = list(o.state_maps)
+            ms = [sympy.Symbol(f"_m{q}", real=True) for q in range(len(map_symbols))]
+            sub.update(dict(zip(map_symbols, ms)))
             args = [a.xreplace(sub) for a in o.args]
             ll = log_pdf(o.distribution, v, args)
             # Only the states this observation uses are loaded and differentiated (a large ODE system
@@ -275,6 +279,7 @@ class CompiledDensity:
             used_s = [j for j, y in enumerate(ys) if ll.has(y)]
             targets = [("_ll", ll)]
             targets += [(f"_gs{j}", sympy.diff(ll, ys[j])) for j in used_s]
+            targets += [(f"_gm{q}", sympy.diff(ll, m)) for q, m in enumerate(ms)]
             targets += [(f"_gx{i}", sympy.diff(ll, x)) for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
             used_x = [i for i, x in enumerate(xs) if sympy.diff(ll, x) != 0]
             body = ["    for _b in range(x.shape[0]):"]
@@ -282,19 +287,31 @@ class CompiledDensity:
             body += [f"        for _r in range(ov{k}.shape[0]):",
                      f"            if not om{k}[_r]:", "                continue",
                      f"            _v = ov{k}[_r]"]
-            if used_s:
+            if used_s or ms:
                 body.append(f"            _t = ot{k}[_r]")
                 body += [f"            _s{j} = Y[_b, _t, {j}]" for j in used_s]
+            # a field between grid nodes: weights times the neighbouring states (method of lines)
+            for q in range(len(ms)):
+                body += [f"            _m{q} = 0.0",
+                         f"            for _q in range(oc{k}m{q}.shape[1]):",
+                         f"                _m{q} += ow{k}m{q}[_r, _q] * Y[_b, _t, oc{k}m{q}[_r, _q]]"]
             body += [f"            _c{j} = oc{k}[{j}, _r]" for j in range(len(cs))]
             body += emit_assignments(printer, targets, indent="            ", prefix="_cse")
             body.append("            lp[_b] += _ll")
             body += [f"            gY[_b, _t, {j}] += _gs{j}" for j in used_s]
+            for q in range(len(ms)):
+                body += [f"            for _q in range(oc{k}m{q}.shape[1]):",
+                         f"                gY[_b, _t, oc{k}m{q}[_r, _q]] += ow{k}m{q}[_r, _q] * _gm{q}"]
             body += [f"            gx[_b, {i}] += _gx{i}" for i in used_x]
             self._obs_lines.append(body)
             cov = np.array([o.covariates[c] for c in cov_names]) if cov_names else np.zeros((0, o.values.size))
             tidx = o.time_index if o.time_index is not None else np.zeros(o.values.size, dtype=np.int64)
+            maps = tuple(a for sym in map_symbols for a in (np.ascontiguousarray(o.state_maps[sym][0], dtype=np.int64),
+                                                            np.ascontiguousarray(o.state_maps[sym][1], dtype=float)))
             self._obs_meta.append((np.ascontiguousarray(o.values, dtype=float), np.ascontiguousarray(o.mask),
-                                   np.ascontiguousarray(tidx, dtype=np.int64), np.ascontiguousarray(cov, dtype=float)))
+                                   np.ascontiguousarray(tidx, dtype=np.int64), np.ascontiguousarray(cov, dtype=float))
+                                  + maps)
+            self._obs_map_counts.append(len(map_symbols))
         self._fuse()
         self._warm_up()
         self.compile_seconds = time.perf_counter() - t_start
@@ -340,7 +357,9 @@ class CompiledDensity:
                    "        for j in range(P):",
                    "            p[b, j] = x[b, p_index[j]]",
                    "    return x, dx, ld, dld, lp, gx, y0, dy0, p", ""]
-        obs_args = "".join(f", ov{k}, om{k}, ot{k}, oc{k}" for k in range(K))
+        obs_args = "".join(f", ov{k}, om{k}, ot{k}, oc{k}" + "".join(f", oc{k}m{q}, ow{k}m{q}"
+                                                                    for q in range(self._obs_map_counts[k]))
+                           for k in range(K))
         after = [f"def after(jacobian, U, G, x, dx, ld, dld, lp, gx, dy0, Y, SP, S0, ok, p_index{obs_args}):",
                  "    B, D = x.shape",
                  "    gY = np.zeros(Y.shape)"]

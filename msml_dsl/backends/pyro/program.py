@@ -135,7 +135,10 @@ class PyroProgram:
                               torch.as_tensor(o.values, dtype=DTYPE, device=self.device),
                               torch.as_tensor(o.mask, device=self.device),
                               {k: torch.as_tensor(v, dtype=DTYPE, device=self.device) for k, v in o.covariates.items()},
-                              None if o.time_index is None else torch.as_tensor(o.time_index, device=self.device)))
+                              None if o.time_index is None else torch.as_tensor(o.time_index, device=self.device),
+                              {sym: (torch.as_tensor(cols, device=self.device),
+                                     torch.as_tensor(w, dtype=DTYPE, device=self.device))
+                               for sym, (cols, w) in o.state_maps.items()}))
         self._derived = TorchExpressions([e for _, e in ir.derived]) if ir.derived else None
         self.system = None
         if ir.ode is not None:
@@ -192,7 +195,7 @@ class PyroProgram:
                 else:
                     env[p.elements[0]] = value
             solution = self.solve(env, n)
-            for o, fn, values, mask, covariates, index in self._obs:
+            for o, fn, values, mask, covariates, index, state_maps in self._obs:
                 # Parameters become (n, 1), states (n, rows), covariates (rows,): broadcasting gives (n, rows).
                 local = {k: v.unsqueeze(-1) for k, v in env.items()}
                 for key, col in covariates.items():
@@ -200,6 +203,8 @@ class PyroProgram:
                 if solution is not None:
                     for j, s in enumerate(self.ir.ode.states):
                         local[s] = solution[:, index, j]
+                    for sym, (cols, w) in state_maps.items():  # a field interpolated between grid states
+                        local[sym] = (solution[:, index[:, None], cols] * w).sum(-1)
                 rows = values.shape[0]
                 args = [a.expand(n, rows) for a in fn(local, self.device)]
                 d = make_distribution(o.distribution, args).mask(mask).to_event(1)
