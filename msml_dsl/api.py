@@ -114,6 +114,11 @@ class CompiledModel:
 
     def run(self, progress: Callable | None = None, **overrides):
         """Run what the file's ``infer`` statement says (NUTS by default), with overrides."""
+        pde = getattr(self.ir, "pde", None)
+        if pde is not None and pde.solver.method == "pinn":  # PDE fields as physics-informed networks
+            from msml_dsl.backends.pinn.inference import run_pinn
+
+            return run_pinn(self.ir, self.device, overrides.pop("method", None), overrides, progress)
         method = overrides.pop("method", None) or self.checked.inference.method
         options = {**dict(self.checked.inference.options), **overrides}
         if method == "map":
