@@ -385,3 +385,23 @@ def test_cuda_matches_cpu(lv):
     out = solve_ode(None, y0g, pg, 0.0, times, torch_system=ts)
     out.sum().backward()
     assert out.is_cuda and pg.grad.is_cuda and torch.isfinite(pg.grad).all()
+
+
+def test_pyro_program_with_the_torch_solver_matches_numba():
+    """The GPU path (torch solver inside the Pyro model) gives the CPU path's density and gradient."""
+    from pathlib import Path
+
+    import msml_dsl
+
+    model_file = Path(__file__).resolve().parents[2] / "models" / "lotka_volterra" / "model.msml"
+    numba_program = msml_dsl.compile_file(model_file, device="cpu").program
+    torch_program = msml_dsl.compile_file(model_file, device="cpu").program
+    torch_program.use_torch_solver()
+    values = {"alpha": [0.55, 0.6], "beta": [0.028, 0.03], "gamma": [0.80, 0.7], "delta": [0.024, 0.02],
+              "H0": [34.0, 30.0], "L0": [5.9, 6.5], "sigma_H": [0.25, 0.3], "sigma_L": [0.25, 0.2]}
+    z = numba_program.to_unconstrained({k: np.array(v) for k, v in values.items()})
+    assert np.allclose(numba_program.to_constrained(z)["alpha"], [0.55, 0.6])
+    u_ref, g_ref = numba_program.reference_potential_and_grad(z)
+    u_torch, g_torch = torch_program.reference_potential_and_grad(z)
+    np.testing.assert_allclose(u_torch, u_ref, rtol=1e-7)
+    np.testing.assert_allclose(g_torch, g_ref, rtol=1e-5, atol=1e-7)

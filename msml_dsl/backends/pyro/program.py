@@ -146,6 +146,10 @@ class PyroProgram:
 
             self.system = compile_ode_system(ir.ode.time, list(ir.ode.states), list(ir.ode.parameters),
                                              list(ir.ode.rhs))
+            self.torch_system = None
+            self.ode_backend = "torch" if self.device.type == "cuda" else "numba"
+            if self.ode_backend == "torch":
+                self.use_torch_solver()
             self._inits = TorchExpressions(ir.ode.inits)
             self._times = np.asarray(ir.ode.output_times, dtype=float)
         self.fast = None
@@ -154,6 +158,14 @@ class PyroProgram:
 
             if supported(ir):
                 self.fast = CompiledDensity(ir, self.system, self._log_normalizers)
+
+    def use_torch_solver(self) -> None:
+        """Solve with the batched torch solver (the GPU path; also usable on the CPU, e.g. to test it)."""
+        from msml_dsl.backends.pyro.ode_torch import compile_torch_ode_system
+
+        ode = self.ir.ode
+        self.torch_system = compile_torch_ode_system(ode.time, list(ode.states), list(ode.parameters), list(ode.rhs))
+        self.ode_backend = "torch"
 
     # ------------------------------------------------------------------ build
     def _truncation_normalizer(self, p: LatentParameter):
@@ -226,7 +238,8 @@ class PyroProgram:
             p = torch.zeros((n, 0), dtype=DTYPE, device=self.device)
         solver = self.ir.ode.solver
         return solve_ode(self.system, y0, p, self.ir.ode.t0, self._times, method=solver.method,
-                         rtol=solver.rtol, atol=solver.atol, max_steps=solver.max_steps)
+                         rtol=solver.rtol, atol=solver.atol, max_steps=solver.max_steps,
+                         backend=self.ode_backend, torch_system=self.torch_system)
 
     # --------------------------------------------------------- log density
     def log_density(self, z: torch.Tensor, jacobian: bool = True) -> torch.Tensor:
