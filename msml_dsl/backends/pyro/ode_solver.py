@@ -189,8 +189,12 @@ def _all_finite_row(Fy, FS, row):
 
 
 @_ijit
-def _lu_solve_row(lu, piv, Uy, US, row):
-    """Solve W x = b in place for Uy[row] (vector) and every column of US[row] (n x m)."""
+def _lu_solve_row(lu, piv, Uy, US, row, kl, ku):
+    """Solve W x = b in place for Uy[row] (vector) and every column of US[row] (n x m).
+
+    ``kl``/``ku`` are the bandwidths _lu_factor was given (n - 1 for a dense matrix); U's rows end
+    kl + ku after the diagonal.
+    """
     n = lu.shape[0]
     m = US.shape[2]
     for k in range(n):
@@ -204,6 +208,7 @@ def _lu_solve_row(lu, piv, Uy, US, row):
                 US[row, k, c] = US[row, ip, c]
                 US[row, ip, c] = tmp
     for i in range(n):
+        # L is not banded in this storage: rows move down with each pivot and keep their multipliers
         for j in range(i):
             l = lu[i, j]
             if l != 0.0:
@@ -211,7 +216,7 @@ def _lu_solve_row(lu, piv, Uy, US, row):
                 for c in range(m):
                     US[row, i, c] -= l * US[row, j, c]
     for i in range(n - 1, -1, -1):
-        for j in range(i + 1, n):
+        for j in range(i + 1, min(n, i + kl + ku + 1)):
             u = lu[i, j]
             if u != 0.0:
                 Uy[row, i] -= u * Uy[row, j]
@@ -242,13 +247,34 @@ def _sens_rhs(jy, jp, jsp, S, out):
 
 
 @_ijit
-def _lu_factor(a, piv):
-    """In-place LU with partial pivoting. Returns False when singular."""
+def _bandwidths(jsp, n):
+    """Lower and upper bandwidths of J_y from its CSR pattern (a grid system's are small)."""
+    kl = 0
+    ku = 0
+    for i in range(n):
+        for q in range(jsp[i], jsp[i + 1]):
+            j = jsp[n + 1 + q]
+            if i - j > kl:
+                kl = i - j
+            if j - i > ku:
+                ku = j - i
+    return kl, ku
+
+
+@_ijit
+def _lu_factor(a, piv, kl, ku):
+    """In-place LU with partial pivoting. Returns False when singular.
+
+    Only the band is eliminated: with lower bandwidth kl, pivoting can widen the upper band to
+    kl + ku, no further (LAPACK's gbtrf argument). A dense matrix has kl = ku = n - 1.
+    """
     n = a.shape[0]
     for k in range(n):
         pmax = abs(a[k, k])
         ip = k
-        for i in range(k + 1, n):
+        last_row = min(n, k + kl + 1)
+        last_col = min(n, k + kl + ku + 1)
+        for i in range(k + 1, last_row):
             v = abs(a[i, k])
             if v > pmax:
                 pmax = v
@@ -262,11 +288,11 @@ def _lu_factor(a, piv):
                 a[k, j] = a[ip, j]
                 a[ip, j] = tmp
         inv = 1.0 / a[k, k]
-        for i in range(k + 1, n):
+        for i in range(k + 1, last_row):
             a[i, k] *= inv
             lik = a[i, k]
             if lik != 0.0:
-                for j in range(k + 1, n):
+                for j in range(k + 1, last_col):
                     a[i, j] -= lik * a[k, j]
     return True
 
@@ -549,6 +575,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
     P = p.shape[0]
     T = times.shape[0]
     t_end = times[T - 1]
+    kl, ku = _bandwidths(jsp, n)
     for i in range(n):
         ft[i] = 0.0
         for k in range(m):
@@ -590,7 +617,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
             for j in range(n):
                 W[i, j] = -jy0[i, j]
             W[i, i] += inv_hg
-        if not _lu_factor(W, piv):
+        if not _lu_factor(W, piv, kl, ku):
             h *= 0.25
             rejected = True
             continue
@@ -626,7 +653,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
                     if has_t:
                         acc += h * Rd[s] * ftS[i, k]
                     US[s, i, k] = acc
-            _lu_solve_row(W, piv, Uy, US, s)
+            _lu_solve_row(W, piv, Uy, US, s, kl, ku)
         for i in range(n):
             acc = y[i]
             acc_e = 0.0
