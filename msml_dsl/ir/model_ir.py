@@ -23,10 +23,8 @@ from msml_dsl.semantics.model import InferenceSettings, SolverSettings
 from msml_dsl.symbolic.builder import SymbolicModel
 
 _LATER_BACKENDS = {
-    "space": "PDE models (space variables)", "field": "fields solved by physics-informed networks",
     "unknown": "unknown functional terms (networks, Gaussian processes, sparse libraries)",
-    "boundary": "boundary conditions of fields", "initial": "initial conditions of fields",
-    "fidelity": "fidelity levels", "collocation": "collocation points", "physics": "physics likelihood terms",
+    "fidelity": "fidelity levels",
 }
 
 
