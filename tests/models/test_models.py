@@ -60,3 +60,28 @@ def test_stiff_pk_recovers_simulation_truth():
 def test_stiff_pk_full_run_converges():
     fit = fit_model("stiff_pk")
     assert_converged(fit)
+
+
+def test_fisher_kpp_map_recovers_the_known_rates():
+    """Simulated data with known truth (D = 0.05, r = 0.3): the MAP through the method of lines."""
+    fit = msml_dsl.compile_file(MODELS / "fisher_kpp" / "model.msml", device="cpu").map(starts=2)
+    # 40 points with noise sd 0.03 pin D to about 6 % and r to about 3 % (posterior sd, README)
+    assert abs(float(fit.values["D"]) - 0.05) < 3 * 0.003
+    assert abs(float(fit.values["r"]) - 0.3) < 3 * 0.010
+    assert abs(float(fit.derived["speed"]) - 2 * (0.05 * 0.3) ** 0.5) < 0.015
+
+
+def test_tissue_oxygen_map_recovers_the_known_rates():
+    """A 2-D steady problem relaxed by the stiff solver; truth D = 1, k = 4."""
+    fit = msml_dsl.compile_file(MODELS / "tissue_oxygen" / "model.msml", device="cpu").map(starts=2)
+    assert abs(float(fit.values["D"]) - 1.0) < 0.15
+    assert abs(float(fit.values["k"]) - 4.0) < 0.3
+
+
+@pytest.mark.slow
+def test_fisher_kpp_posterior_covers_the_truth():
+    fit = fit_model("fisher_kpp")
+    assert_converged(fit)
+    for name, truth in [("D", 0.05), ("r", 0.3), ("speed", 2 * (0.05 * 0.3) ** 0.5)]:
+        draws = fit.posterior[name]
+        assert abs(draws.mean() - truth) < 3 * draws.std(), name
