@@ -113,12 +113,13 @@ class CompiledModel:
         return self.program.model
 
     def run(self, progress: Callable | None = None, **overrides):
-        """Run what the file's ``infer`` statement says (NUTS by default), with overrides."""
-        pde = getattr(self.ir, "pde", None)
-        if pde is not None and pde.solver.method == "pinn":  # PDE fields as physics-informed networks
-            from msml_dsl.backends.pinn.inference import run_pinn
+        """Run what the file's ``infer`` statement says (NUTS by default), with overrides.
 
-            return run_pinn(self.ir, self.device, overrides.pop("method", None), overrides, progress)
+        A PDE model with ``solver pinn`` goes to the PINN backend (``laplace`` by default) and
+        returns a ``PinnFit``; it also takes ``solver_options={...}`` for ``solver pinn(...)``.
+        """
+        if self.is_pinn:  # PDE fields as physics-informed networks
+            return self._run_pinn(progress, overrides)
         method = overrides.pop("method", None) or self.checked.inference.method
         options = {**dict(self.checked.inference.options), **overrides}
         if method == "map":
@@ -135,6 +136,58 @@ class CompiledModel:
         keys = ("chains", "warmup", "draws", "seed", "target_accept", "max_tree_depth", "metric", "init", "thin",
                 "superchains")
         return self.sample(progress=progress, method=method, **{k: v for k, v in options.items() if k in keys})
+
+    @property
+    def is_pinn(self) -> bool:
+        """A PDE model solved by physics-informed networks (``solver pinn``, the default for fields)."""
+        pde = getattr(self.ir, "pde", None)
+        return pde is not None and pde.solver.method == "pinn"
+
+    def pinn_method(self) -> str:
+        """The inference method of a PINN model: the file's ``infer``, or ``laplace`` without one.
+
+        NUTS (the ODE models' default) needs a trained MAP first and then samples the last layers;
+        the Laplace approximation at that MAP is what most PINN runs want, in seconds.
+        """
+        from msml_dsl.syntax.ast import InferDecl
+
+        return self.ir.inference.method if self.checked.program.of_type(InferDecl) else "laplace"
+
+    def _run_pinn(self, progress: Callable | None, overrides: dict):
+        """``run()`` for a PINN model: options checked here (E261/E262/E263), then ``run_pinn``.
+
+        ``overrides`` may hold ``method``, options of that inference method, and ``solver_options``
+        (a dict overriding the file's ``solver pinn(...)``).
+        """
+        from msml_dsl.backends.pinn.inference import run_pinn
+        from msml_dsl.backends.pinn.settings import PINN_INFER_OPTIONS, PINN_OPTIONS, resolve_options
+        from msml_dsl.errors import Diagnostic, MsmlError, did_you_mean
+
+        overrides = dict(overrides)
+        method = overrides.pop("method", None) or self.pinn_method()
+        solver_options = dict(overrides.pop("solver_options", None) or {})
+        file = self.checked.file
+        sources = {file: self.checked.program.source}
+        if method not in PINN_INFER_OPTIONS:
+            raise MsmlError([Diagnostic("E263", f"inference method '{method}' is not available for a PDE model "
+                                                "solved by physics-informed networks", file=file,
+                                        help="methods: " + ", ".join(PINN_INFER_OPTIONS))], sources)
+        problems = []
+        for spec, given, where in ((PINN_INFER_OPTIONS[method], overrides, f"infer {method}(...)"),
+                                   (PINN_OPTIONS, solver_options, "solver pinn(...)")):
+            for key in given:
+                if key not in spec:
+                    problems.append(Diagnostic("E261", f"{where} has no option '{key}'", file=file,
+                                               help=did_you_mean(key, spec) or f"it accepts {', '.join(sorted(spec))}"))
+            try:
+                resolve_options(spec, {k: v for k, v in given.items() if k in spec}, where)
+            except ValueError as exc:
+                problems.append(Diagnostic("E262", str(exc), file=file))
+        if problems:
+            raise MsmlError(problems, sources)
+        fit = run_pinn(self.ir, self.device, method, overrides, progress, solver_options)
+        fit.source = self.checked.program.source
+        return fit
 
     def sample(self, chains: int | None = None, warmup: int | None = None, draws: int | None = None,
                seed: int | None = None, progress: Callable | None = None, method: str = "nuts",

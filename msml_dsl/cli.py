@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from msml_dsl.errors import (EXIT_CONVERGENCE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR,
-                             MsmlError, format_diagnostics)
+                             Diagnostic, MsmlError, format_diagnostics)
 from msml_dsl.version import __version__
 
 EPILOG = """exit codes:
@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run = sub.add_parser("run", help="fit the model (what its 'infer' statement says) and save the results",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p_run.add_argument("model")
-    p_run.add_argument("--method", choices=["nuts", "chees", "map"],
-                       help="override the file's inference method (chees: many chains in lockstep)")
+    p_run.add_argument("--method", choices=["nuts", "chees", "map", "laplace", "svi"],
+                       help="override the file's inference method (chees: many chains in lockstep; laplace and "
+                            "svi: PDE models with solver pinn)")
     p_run.add_argument("--chains", type=int)
     p_run.add_argument("--superchains", type=int, help="chees: groups of chains sharing a start (nested R-hat)")
     p_run.add_argument("--warmup", type=int)
@@ -57,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--max-tree-depth", type=int, dest="max_tree_depth")
     p_run.add_argument("--metric", choices=["diag", "dense"])
     p_run.add_argument("--init", choices=["map", "prior", "uniform"])
+    p_run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE", dest="solver_option",
+                       help="PDE models with solver pinn: override an option of solver pinn(...), e.g. "
+                            "--solver-option adam_steps=500 (repeatable)")
     p_run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p_run.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine: competing threads "
+                                                   "can run ten times slower)")
     p_run.add_argument("--out", help="run folder (default: msml_runs/NAME-TIMESTAMP)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.add_argument("--strict", action="store_true", help="exit 1 when convergence checks fail")
@@ -173,12 +179,26 @@ def _run(args) -> int:
     from msml_dsl.api import compile_file
 
     t0 = time.perf_counter()
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     model = compile_file(args.model, device=args.device)
     _print_warnings(list(model.checked.warnings), {model.checked.file: model.checked.program.source})
     overrides = {k: getattr(args, k) for k in ("chains", "warmup", "draws", "seed", "target_accept",
                                                  "max_tree_depth", "metric", "init", "superchains")
                  if getattr(args, k) is not None}
+    if model.is_pinn:
+        return _run_pinn(args, model, overrides, t0)
+    if args.solver_option:
+        raise MsmlError([Diagnostic("E261", "--solver-option applies to PDE models with solver pinn; "
+                                            f"'{model.ir.name}' is not one", file=args.model, help="set the solver's options in "
+                                            "the model file's solver statement")], _sources(args))
     method = args.method or model.checked.inference.method
+    if method in ("laplace",):
+        raise MsmlError([Diagnostic("E263", f"inference method '{method}' is only available for PDE models "
+                                            "with solver pinn", file=args.model, help="methods here: nuts, chees, map")],
+                        _sources(args))
     if method == "map":
         fit = model.map(**({"seed": args.seed} if args.seed is not None else {}))
         print(fit.summary())
@@ -209,6 +229,89 @@ def _run(args) -> int:
     if args.strict and fit.warnings():
         return EXIT_CONVERGENCE
     return EXIT_OK
+
+
+# CLI flags -> the options of each PINN inference method (flags a method lacks are errors, E261)
+_FLAG = {"chains": "--chains", "warmup": "--warmup", "draws": "--draws", "seed": "--seed",
+         "target_accept": "--target-accept", "max_tree_depth": "--max-tree-depth", "metric": "--metric",
+         "init": "--init", "superchains": "--superchains"}
+
+
+def _run_pinn(args, model, overrides: dict, t0: float) -> int:
+    """``msml run`` for a PDE model with solver pinn: train, infer, report the terms, save the run folder."""
+    from msml_dsl.backends.pinn.settings import PINN_INFER_OPTIONS
+
+    method = args.method or model.pinn_method()
+    if method not in PINN_INFER_OPTIONS:
+        raise MsmlError([Diagnostic("E263", f"--method {method} is not available for '{model.ir.name}', a PDE "
+                                            "model solved by physics-informed networks", file=args.model,
+                                    help="methods: " + ", ".join(PINN_INFER_OPTIONS))], _sources(args))
+    accepted = PINN_INFER_OPTIONS[method]
+    wrong = [k for k in overrides if k not in accepted]
+    if wrong:
+        flags = sorted(_FLAG[k] for k in accepted if k in _FLAG)
+        raise MsmlError([Diagnostic("E261", f"{_FLAG[k]} does not apply to infer {method}(...) of a PINN model",
+                                    file=args.model, help=f"infer {method} takes {', '.join(flags) or 'no such flag'} on the "
+                                         f"command line; its options: {', '.join(sorted(accepted))}")
+                         for k in wrong], _sources(args))
+    solver_options = dict(_parse_option(item, args.model) for item in args.solver_option)
+    progress = None if args.quiet else _training_bar()
+    if progress is not None:
+        with progress[0]:
+            fit = model.run(progress=progress[1], method=method, solver_options=solver_options, **overrides)
+    else:
+        fit = model.run(method=method, solver_options=solver_options, **overrides)
+    folder = Path(args.out) if args.out else Path("msml_runs") / f"{model.ir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fit.save(folder, source_text=model.checked.program.source)
+    print(fit.summary())
+    h = fit.history
+    timings = fit.timings
+    print(f"\n{method} on physics-informed networks: {h.adam_steps} Adam + {h.lbfgs_steps} L-BFGS steps, "
+          f"{time.perf_counter() - t0:.1f} s (training {timings.get('map_s', 0):.1f} s, inference "
+          f"{timings.get('inference_s', 0):.1f} s); results in {folder}/")
+    if args.strict and fit.warnings():
+        return EXIT_CONVERGENCE
+    return EXIT_OK
+
+
+def _parse_option(item: str, file: str | None = None) -> tuple[str, object]:
+    """KEY=VALUE from the command line; the value as int, float, true/false or text."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise MsmlError([Diagnostic("E262", f"--solver-option '{item}' is not KEY=VALUE", file=file, help="for example --solver-option adam_steps=500")])
+    text = text.strip()
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(text)
+        except ValueError:
+            pass
+    return key.strip(), {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _training_bar():
+    """A rich progress bar for PINN training (then SVI or NUTS), shown on a terminal only."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
+                   disable=not console.is_terminal)
+    task = bar.add_task("training", total=None, info="")
+    state = {"phase": "training", "last": 0}
+
+    def update(step: int, total: int, loss: float) -> None:
+        # run_pinn reports training (Adam, then L-BFGS), then SVI steps or NUTS iterations (loss nan)
+        if loss != loss:
+            state["phase"] = "sampling"
+        elif step < state["last"]:
+            state["phase"] = "svi"
+        state["last"] = step
+        info = "" if loss != loss else f"loss {loss:.6g}"
+        bar.update(task, completed=step, total=total, description=state["phase"], info=info)
+
+    return bar, update
 
 
 def _progress_bar():

@@ -87,6 +87,7 @@ class ModelIR:
     constants: dict[str, float]
     warnings: tuple[Diagnostic, ...] = ()
     pde: PdeProblem | None = None
+    unknowns: tuple = ()                   # ExpandedTerm per unknown term (symbolic/unknown_terms.py)
 
     def to_json(self) -> str:
         """A readable, serialisable view of the IR."""
@@ -141,6 +142,13 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
+@dataclass(frozen=True)
+class _Bounds:
+    distribution: str
+    lower: float | None
+    upper: float | None
+
+
 def _support(p, args) -> tuple[float, float] | None:
     """Declared bounds intersected with the distribution's support (None when that depends on parameters)."""
     spec = DISTRIBUTIONS[p.distribution]
@@ -178,9 +186,24 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         params.append(LatentParameter(p.name, () if p.size is None else (p.size,), p.distribution, args,
                                       p.lower, p.upper, tuple(elements), _support(p, args)))
 
+    terms: dict = {}
+    if model.unknowns:
+        from msml_dsl.symbolic.unknown_terms import expand_unknowns, substitute_unknowns
+
+        terms = expand_unknowns(symbolic, tables)
+        for t in terms.values():
+            for tp in t.parameters:
+                args = tuple(symbolic.numeric(a) for a in tp.args)
+                spec = _Bounds(tp.distribution, None, None)
+                params.append(LatentParameter(tp.name, tp.shape, tp.distribution, args, None, None, tp.elements,
+                                              _support(spec, args)))
+
+    def expand(e):
+        return substitute_unknowns(e, terms) if terms else e
+
     pde = None
     if model.pde is not None:
-        pde, problems = lower_pde(symbolic, symbolic.numeric, [e for p in params for e in p.elements])
+        pde, problems = lower_pde(symbolic, lambda e: expand(symbolic.numeric(e)), [e for p in params for e in p.elements])
         if problems:
             raise MsmlError(problems, {model.file: model.program.source})
 
@@ -194,8 +217,8 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
                 all_times.append(t)
                 time_values[obs.name] = t
         output_times = np.unique(np.concatenate(all_times))
-        rhs = tuple(symbolic.numeric(r) for r in symbolic.rhs)
-        inits = tuple(symbolic.numeric(i) for i in symbolic.inits)
+        rhs = tuple(expand(symbolic.numeric(r)) for r in symbolic.rhs)
+        inits = tuple(expand(symbolic.numeric(i)) for i in symbolic.inits)
         element_symbols = [e for p in params for e in p.elements]
         used = set().union(*(r.free_symbols for r in rhs)) if rhs else set()
         ode_params = tuple(e for e in element_symbols if e in used)
@@ -206,7 +229,7 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
     for obs in model.observations:
         table = tables[obs.source]
         raw = table.columns[obs.column]
-        args = tuple(symbolic.numeric(a) for a in symbolic.observation_args[obs.name])
+        args = tuple(expand(symbolic.numeric(a)) for a in symbolic.observation_args[obs.name])
         covariates = {}
         mask = np.isfinite(raw)
         for a in args:
@@ -230,9 +253,11 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         observations.append(Observation(obs.name, obs.distribution, args, values, mask, index, times, covariates,
                                         table.file_lines, coordinates))
 
-    derived = tuple((n, symbolic.numeric(e)) for n, e in symbolic.derived)
+    derived = tuple((n, expand(symbolic.numeric(e))) for n, e in symbolic.derived)
+    # a library's coefficients on the original scale are reported like derived quantities
+    derived += tuple((f"{t.name}[{c.label}]", c.coefficient) for t in terms.values() for c in t.candidates)
     ir = ModelIR(model.name, model.title, model.file, tuple(params), ode, tuple(observations), derived,
-                 model.inference, dict(model.constants), model.warnings, pde)
+                 model.inference, dict(model.constants), model.warnings, pde, tuple(terms.values()))
     if pde is not None and pde.solver.method == "mol":
         from msml_dsl.errors import Span
         from msml_dsl.ir.method_of_lines import discretize

@@ -13,7 +13,8 @@ from pathlib import Path
 from msml_dsl.errors import DiagnosticBag, Span, did_you_mean
 from msml_dsl.semantics.distributions import DISTRIBUTIONS, support_of
 from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, FieldInfo, InferenceSettings,
-                                      ObservationInfo, ParameterInfo, PdeInfo, PhysicsInfo, SolverSettings)
+                                      ObservationInfo, ParameterInfo, PdeInfo, PhysicsInfo, SolverSettings,
+                                      UnknownInfo)
 from msml_dsl.syntax import ast
 from msml_dsl.syntax.evaluate import BUILTIN_CONSTANTS, FUNCTIONS, EvaluationError, evaluate
 from msml_dsl.syntax.parser import iter_expr
@@ -37,7 +38,13 @@ COLLOCATION_METHODS = ("sobol", "halton", "uniform", "grid")
 INITS = ("map", "prior", "uniform")
 
 # Statements that parse and check but have no backend yet (later issues).
-_LATER = {ast.UnknownDecl: "unknown", ast.FidelityDecl: "fidelity"}
+_LATER = {ast.FidelityDecl: "fidelity"}
+MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution"}
+GP_OPTIONS = {"kernel": str, "basis": "ints", "lengthscale": "distribution", "amplitude": "distribution",
+              "period": float, "boundary_factor": float}
+LIBRARY_OPTIONS = {"sparsity": "call", "threshold": float, "constant": bool}
+LIBRARY_GROUPS = ("poly", "fourier")
+SPARSITY_PRIORS = {"horseshoe": 1, "laplace": 1, "spike_slab": 2, "normal": 1}
 # Statements of PDE models (checked here, lowered by ir/ and solved by backends/pinn or method of lines).
 _PDE_STATEMENTS = (ast.SpaceDecl, ast.FieldDecl, ast.BoundaryDecl, ast.InitialDecl, ast.CollocationDecl,
                    ast.PhysicsDecl)
@@ -158,6 +165,7 @@ class _Checker:
         inference = self.check_inference()
         unsupported = self.check_later_statements(space, time_name)
         pde = self.check_pde(space, time_name)
+        unknowns = self.check_unknowns()
 
         if not states and not unsupported and pde is None and not p.of_type(ast.ParamDecl):
             self.bag.error("E207", "the model declares nothing to infer: no state, param or field",
@@ -170,9 +178,9 @@ class _Checker:
             constants=dict(self.constants), time=time_name, time_range=time_range, space=space,
             states=states, parameters=parameters, equations=equations, inits=inits,
             data_sources=sources, observations=observations, derived=derived, solver=solver,
-            inference=inference, unsupported=unsupported, pde=pde,
+            inference=inference, unsupported=unsupported, pde=pde, unknowns=unknowns,
             unsupported_names=tuple((n, k) for n, (k, _) in self.declared.items()
-                                    if k in ("unknown", "fidelity level")),
+                                    if k in ("fidelity level",)),
             warnings=tuple(self.bag.warnings()))
 
     # ---------------------------------------------------------------- constants
@@ -913,6 +921,139 @@ class _Checker:
                 self.bag.error("E291", f"the method of lines needs every field on the whole grid; '{f.name}' "
                                f"does not depend on {', '.join(missing)}", f.span)
 
+    # ------------------------------------------------------------ unknown terms
+    def check_unknowns(self) -> tuple[UnknownInfo, ...]:
+        """Each unknown term's representation options, its calls' arity, and that it is used."""
+        decls = self.p.of_type(ast.UnknownDecl)
+        if not decls:
+            return ()
+        calls: dict[str, list[ast.Call]] = {d.name.id: [] for d in decls}
+        for s in self.p.statements:
+            for e in _expressions_of(s):
+                for node in iter_expr(e):
+                    if isinstance(node, ast.Call) and node.func.id in calls:
+                        calls[node.func.id].append(node)
+        out = []
+        for d in decls:
+            n_inputs = len(d.inputs)
+            for c in calls[d.name.id]:
+                if len(c.args) != n_inputs or c.keywords:
+                    self.bag.error("E295", f"the unknown term '{d.name.id}' takes {n_inputs} input"
+                                   f"{'s' if n_inputs != 1 else ''} ({', '.join(a.id for a in d.inputs)}), but "
+                                   f"{len(c.args) + len(c.keywords)} "
+                                   f"{'was' if len(c.args) + len(c.keywords) == 1 else 'were'} given", c.span)
+            if not calls[d.name.id]:
+                self.bag.error("E296", f"the unknown term '{d.name.id}' is declared but never used", d.name.span,
+                               help=f"use it in an equation, e.g. der(x) = ... + {d.name.id}"
+                                    f"({', '.join(a.id for a in d.inputs)})")
+            rep = d.representation
+            if rep.func.id not in REPRESENTATIONS["unknown"]:
+                continue  # reported by _check_representation
+            info = self._unknown_options(d)
+            if info is not None:
+                out.append(info)
+        return tuple(out)
+
+    def _unknown_options(self, d: ast.UnknownDecl) -> UnknownInfo | None:
+        rep = d.representation
+        kind = rep.func.id
+        schema = {"mlp": MLP_OPTIONS, "gp": GP_OPTIONS, "library": LIBRARY_OPTIONS}[kind]
+        plain = {k: v for k, v in schema.items() if v not in ("distribution", "call")}
+        priors, sparsity = [], None
+        keywords = []
+        for kw in rep.keywords:
+            typ = schema.get(kw.name.id)
+            if typ == "distribution":
+                if not isinstance(kw.value, ast.Call) or kw.value.func.id not in DISTRIBUTIONS:
+                    self.bag.error("E297", f"option '{kw.name.id}' takes a distribution, e.g. "
+                                   f"{kw.name.id}=Normal(0, 1)", kw.value.span)
+                else:
+                    self.check_distribution(kw.value, role="prior")
+                    for a in kw.value.args:
+                        self.constant_value(a, f"an argument of the '{kw.name.id}' prior")
+                    priors.append((kw.name.id, kw.value))
+            elif typ == "call":
+                v = kw.value
+                if not isinstance(v, ast.Call) or v.func.id not in SPARSITY_PRIORS:
+                    word = v.func.id if isinstance(v, ast.Call) else _text(v)
+                    self.bag.error("E297", f"unknown sparsity prior '{word}'", v.span,
+                                   help=did_you_mean(word, SPARSITY_PRIORS) or "use horseshoe(0.1), laplace(1), "
+                                   "spike_slab(0.2, 10) or normal(1)")
+                elif len(v.args) != SPARSITY_PRIORS[v.func.id] or v.keywords:
+                    self.bag.error("E297", f"{v.func.id}() takes {SPARSITY_PRIORS[v.func.id]} number"
+                                   f"{'s' if SPARSITY_PRIORS[v.func.id] != 1 else ''}", v.span)
+                else:
+                    values = [self.constant_value(a, f"an argument of {v.func.id}()") for a in v.args]
+                    if all(x is not None for x in values):
+                        if v.func.id == "spike_slab" and not 0 < values[0] < 1:
+                            self.bag.error("E297", "spike_slab(p, slab): the inclusion probability p lies in "
+                                           "(0, 1)", v.args[0].span)
+                        elif any(x <= 0 for x in values[-1:]):
+                            self.bag.error("E297", f"the scale of {v.func.id}() must be positive", v.args[-1].span)
+                        else:
+                            sparsity = v
+            else:
+                keywords.append(kw)
+        opts = self._options(ast.Method(rep.func, (), tuple(keywords), rep.span), plain, f"{kind} term")
+        if kind == "gp":
+            kernel = opts.get("kernel", "rbf")
+            if kernel == "periodic" and "period" not in opts:
+                self.bag.error("E297", "a periodic kernel needs its period: gp(kernel=periodic, period=365)",
+                               rep.span)
+            basis = opts.get("basis")
+            if basis is not None and len(basis) not in (1, len(d.inputs)):
+                self.bag.error("E297", f"basis gives {len(basis)} sizes for {len(d.inputs)} inputs", rep.span)
+            if len(d.inputs) > 2:
+                self.bag.error("E297", f"a gp term takes 1 or 2 inputs (its basis grows as the product); "
+                               f"'{d.name.id}' has {len(d.inputs)}", d.name.span,
+                               help="use an mlp or a library for more inputs")
+        terms: list[ast.Expr] = []
+        if kind == "library":
+            inputs = {a.id for a in d.inputs}
+            for a in rep.args:
+                if isinstance(a, ast.Call) and a.func.id in LIBRARY_GROUPS:
+                    self._check_library_group(a, inputs)
+                else:
+                    for node in iter_expr(a):
+                        if isinstance(node, ast.Name) and node.id not in inputs and node.id not in self.constants \
+                                and node.id not in BUILTIN_CONSTANTS:
+                            self.bag.error("E298", f"a library term uses '{node.id}', which is not an input of "
+                                           f"'{d.name.id}' ({', '.join(sorted(inputs))})", node.span,
+                                           help=did_you_mean(node.id, inputs))
+                        elif isinstance(node, ast.Call) and node.func.id not in FUNCTIONS:
+                            self.bag.error("E230", f"unknown function '{node.func.id}' in a library", node.func.span,
+                                           help=did_you_mean(node.func.id, list(FUNCTIONS) + list(LIBRARY_GROUPS)))
+                terms.append(a)
+            if not rep.args:
+                self.bag.error("E298", "a library lists its candidate terms, e.g. library(poly(x, y, degree=2))",
+                               rep.span)
+        elif rep.args:
+            self.bag.error("E261", f"{kind}() options are named, e.g. {kind}({next(iter(schema))}=...)",
+                           rep.args[0].span)
+        return UnknownInfo(d.name.id, tuple(a.id for a in d.inputs), kind, tuple(sorted(opts.items())),
+                           tuple(terms), tuple(priors), sparsity, d.span)
+
+    def _check_library_group(self, call: ast.Call, inputs: set[str]) -> None:
+        """poly(x, y, degree=2) or fourier(t, n=3, period=365): names must be inputs."""
+        for a in call.args:
+            if not isinstance(a, ast.Name) or a.id not in inputs:
+                self.bag.error("E298", f"{call.func.id}() takes inputs of the unknown term by name, not "
+                               f"'{_text(a)}'", a.span, help=did_you_mean(_text(a), inputs))
+        if not call.args:
+            self.bag.error("E298", f"{call.func.id}() needs at least one input", call.span)
+        allowed = {"poly": ("degree",), "fourier": ("n", "period")}[call.func.id]
+        for kw in call.keywords:
+            if kw.name.id not in allowed:
+                self.bag.error("E261", f"unknown option '{kw.name.id}' for {call.func.id}()", kw.name.span,
+                               help=did_you_mean(kw.name.id, allowed) or "options: " + ", ".join(allowed))
+                continue
+            v = self.constant_value(kw.value, f"option '{kw.name.id}'")
+            if v is not None and (v <= 0 or (kw.name.id != "period" and not float(v).is_integer())):
+                self.bag.error("E262", f"option '{kw.name.id}' must be a positive "
+                               f"{'number' if kw.name.id == 'period' else 'whole number'}", kw.value.span)
+        if call.func.id == "fourier" and call.keyword("period") is None:
+            self.bag.error("E298", "fourier() needs its period: fourier(t, n=2, period=365)", call.span)
+
     # ------------------------------------------------------- later statements
     def check_later_statements(self, space, time_name):
         out = []
@@ -1105,6 +1246,20 @@ class _Checker:
 
 
 # --------------------------------------------------------------------- utils
+def _expressions_of(s) -> list:
+    """The expressions a statement evaluates (where unknown terms can be called)."""
+    if isinstance(s, ast.EquationDecl):
+        return [s.lhs, s.rhs]
+    if isinstance(s, (ast.InitDecl, ast.DeriveDecl, ast.FidelityDecl)):
+        return [s.value]
+    if isinstance(s, ast.ObserveDecl):
+        return list(s.distribution.args)
+    if isinstance(s, (ast.BoundaryDecl, ast.InitialDecl)):
+        return [s.lhs, s.rhs]
+    return []
+
+
+
 def _names(expr: ast.Expr) -> set[str]:
     return {n.id for n in iter_expr(expr) if isinstance(n, ast.Name)}
 

@@ -32,6 +32,9 @@ DISTRIBUTIONS: dict[str, DistributionSpec] = {d.name: d for d in [
     DistributionSpec("Beta", ("concentration1", "concentration0"), ("concentration1", "concentration0"), (0.0, 1.0)),
     DistributionSpec("StudentT", ("df", "loc", "scale"), ("df", "scale"), (-INF, INF)),
     DistributionSpec("Cauchy", ("loc", "scale"), ("scale",), (-INF, INF)),
+    DistributionSpec("Laplace", ("loc", "scale"), ("scale",), (-INF, INF)),
+    # a continuous spike-and-slab: p Normal(0, slab) + (1 - p) Normal(0, spike)
+    DistributionSpec("SpikeSlab", ("p", "slab", "spike"), ("slab", "spike"), (-INF, INF)),
     DistributionSpec("Uniform", ("low", "high"), (), (-INF, INF)),
     DistributionSpec("Poisson", ("rate",), ("rate",), (0.0, INF), discrete=True, prior_allowed=False),
     DistributionSpec("NegBinomial2", ("mean", "phi"), ("mean", "phi"), (0.0, INF), discrete=True,

@@ -72,6 +72,20 @@ class FieldInfo:
 
 
 @dataclass(frozen=True)
+class UnknownInfo:
+    """``unknown f(H, L) : library(...) | gp(...) | mlp(...)``, with its options checked."""
+
+    name: str
+    inputs: tuple[str, ...]
+    representation: str                       # library | gp | mlp
+    options: tuple[tuple[str, object], ...]   # keyword options (numbers, words, lists)
+    terms: tuple[ast.Expr, ...]               # library: the candidate groups and custom terms, as written
+    priors: tuple[tuple[str, ast.Call], ...]  # prior options given as distributions (mlp prior, gp hyperpriors)
+    sparsity: ast.Call | None                 # library: horseshoe(...) | laplace(...) | spike_slab(...) | normal(...)
+    span: Span
+
+
+@dataclass(frozen=True)
 class PhysicsInfo:
     """``physics NAME ~ Normal(0, scale)``: the scale of a residual term."""
 
@@ -118,6 +132,7 @@ class CheckedModel:
     unsupported: tuple[tuple[str, Span], ...]   # statements with no backend yet
     unsupported_names: tuple[tuple[str, str], ...] = ()   # (name, kind) declared by those statements
     pde: PdeInfo | None = None
+    unknowns: tuple[UnknownInfo, ...] = ()
     warnings: tuple[Diagnostic, ...] = field(default=())
 
     @property

@@ -45,6 +45,7 @@ class PinnFit:
         # SVI goes on training the networks: its terms are reported at the guide's mean, the others at the MAP.
         self.term_weights = term_report(model, z_map if z_point is None else z_point)
         self._idata = None
+        self.source: str | None = None      # the model file's text (set by CompiledModel.run), saved as model.msml
 
     # --------------------------------------------------------------- per draw
     def _derived(self, elements: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -135,8 +136,8 @@ class PinnFit:
         lines += [f"note: {n}" for n in [*h.stopped_early, *self.notes]]
         return "\n".join(lines)
 
-    def save(self, folder: str | Path) -> Path:
-        """Write posterior.nc, summary.txt, run.json and networks.pt into ``folder``."""
+    def save(self, folder: str | Path, source_text: str | None = None) -> Path:
+        """Write posterior.nc, summary.txt, run.json, networks.pt (and model.msml when the source is known)."""
         from msml_dsl.api import _atomic_write, _json_safe
         from msml_dsl.diagnostics import save_netcdf
 
@@ -145,6 +146,9 @@ class PinnFit:
         save_netcdf(self.to_arviz(), folder / "posterior.nc")
         _atomic_write(folder / "summary.txt", self.summary() + "\n")
         torch.save({k: v.state_dict() for k, v in self.model.networks.items()}, folder / "networks.pt")
+        text = source_text if source_text is not None else self.source
+        if text is not None:
+            _atomic_write(folder / "model.msml", text)
         record = {
             "model": self.ir.name, "file": self.ir.file, "backend": "pinn", "method": self.method,
             "settings": self.settings, "timings_s": {**self.timings, **self.history.seconds},

@@ -97,6 +97,14 @@ def log_pdf(name: str, x, a) -> sympy.Expr:
         nu, m, s = a
         return (lg((nu + 1) / 2) - lg(nu / 2) - log(s) - log(nu * math.pi) / 2
                 - (nu + 1) / 2 * log(1 + ((x - m) / s) ** 2 / nu))
+    if name == "Laplace":
+        m, b = a
+        return -sympy.Abs(x - m) / b - log(2 * b)
+    if name == "SpikeSlab":
+        p, slab, spike = a
+        def normal(s):
+            return sympy.exp(-(x / s) ** 2 / 2) / (s * sympy.sqrt(2 * sympy.pi))
+        return log(p * normal(slab) + (1 - p) * normal(spike))
     if name == "Cauchy":
         m, s = a
         return -math.log(math.pi) - log(s) - log(1 + ((x - m) / s) ** 2)

@@ -17,6 +17,11 @@ def make_distribution(name: str, args: list[torch.Tensor]) -> dist.TorchDistribu
         return dist.NegativeBinomial(total_count=phi, logits=torch.log(mean) - torch.log(phi))
     if name == "Beta":
         return dist.Beta(*args)
+    if name == "SpikeSlab":
+        p, slab, spike = torch.broadcast_tensors(*args)
+        mix = dist.Categorical(probs=torch.stack([p, 1 - p], -1))
+        return dist.MixtureSameFamily(mix, dist.Normal(torch.zeros_like(p).unsqueeze(-1),
+                                                       torch.stack([slab, spike], -1)))
     return getattr(dist, name)(*args)
 
 

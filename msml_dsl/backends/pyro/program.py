@@ -110,6 +110,22 @@ class _Unconstrained(Messenger):
         msg["done"] = True
 
 
+def _valid_arguments(name: str, args: list[torch.Tensor]):
+    """Arguments with out-of-domain entries replaced by 1, and where they were (None if nowhere)."""
+    from msml_dsl.semantics.distributions import DISTRIBUTIONS
+
+    spec = DISTRIBUTIONS[name]
+    invalid = None
+    for pname, a in zip(spec.parameters, args):
+        bad = ~torch.isfinite(a)
+        if pname in spec.positive:
+            bad = bad | (a <= 0)
+        invalid = bad if invalid is None else invalid | bad
+    if invalid is None or not bool(invalid.any()):
+        return args, None
+    return [torch.where(invalid, torch.ones_like(a), a) for a in args], invalid
+
+
 class PyroProgram:
     """A compiled model: its Pyro model plus the batched log density NUTS uses.
 
@@ -219,8 +235,16 @@ class PyroProgram:
                         local[sym] = (solution[:, index[:, None], cols] * w).sum(-1)
                 rows = values.shape[0]
                 args = [a.expand(n, rows) for a in fn(local, self.device)]
+                if predictive:
+                    # Draws far in the prior's tails can give arguments outside the distribution's domain
+                    # (a negative rate); those rows predict NaN instead of stopping the run.
+                    args, invalid = _valid_arguments(o.distribution, args)
+                    value = pyro.sample(o.name, make_distribution(o.distribution, args).mask(mask).to_event(1))
+                    if invalid is not None and bool(invalid.any()):
+                        value.masked_fill_(invalid, float("nan"))
+                    continue
                 d = make_distribution(o.distribution, args).mask(mask).to_event(1)
-                pyro.sample(o.name, d, obs=None if predictive else values)
+                pyro.sample(o.name, d, obs=values)
             if self._derived is not None:
                 for (name, _), v in zip(self.ir.derived, self._derived(env, self.device)):
                     pyro.deterministic(name, v.expand(n) if v.ndim == 0 else v)

@@ -1,0 +1,386 @@
+"""Unknown terms ("missing physics") as finite expansions with structured priors.
+
+Each ``unknown f(inputs) : ...`` becomes a SymPy expression in its inputs and new
+latent parameters, so everything downstream — the compiled ODE solver with its
+sensitivities, the compiled log density, NUTS and MAP — handles it unchanged:
+
+* ``library(poly(S, I, degree=2), fourier(t, n=2, period=365), S / (1 + S), sparsity=...)``
+  is ``sum_k c_k phi_k(inputs)``. Each candidate is standardised by its standard deviation
+  over the data (``phi_k / s_k``), so the sparsity prior acts on every candidate's typical
+  contribution ``c_k s_k`` in the units of the equation. Priors: ``horseshoe(tau0)``
+  (non-centred: ``c_k s_k = tau lambda_k z_k``, tau ~ HalfCauchy(tau0), lambda_k ~ HalfCauchy(1),
+  z_k ~ Normal(0, 1)), ``laplace(b)``, ``normal(s)`` and ``spike_slab(p, slab)`` (a continuous
+  two-component mixture with a spike of slab/100, so NUTS can move between them).
+* ``gp(kernel=rbf|matern32|matern52|periodic, basis=16, lengthscale=..., amplitude=...)`` is the
+  Hilbert-space basis approximation of a Gaussian process (Solin & Särkkä 2020; Riutort-Mayol
+  et al. 2023): ``f(x) = amplitude * sum_j sqrt(S(sqrt(lambda_j); lengthscale)) phi_j(x) beta_j``
+  with Laplacian eigenfunctions phi_j on the inputs' range widened by ``boundary_factor``
+  (1.5), beta_j ~ Normal(0, 1). Inputs are standardised to [-1, 1] over the data, so
+  lengthscales are in units of half the data range. The periodic kernel uses its Fourier
+  (Bessel) expansion with the lengthscale fixed by the option.
+* ``mlp(hidden=[16, 16], activation=tanh, prior=Normal(0, 1))`` is a small network written
+  out symbolically; its weights are one vector parameter with the given prior, its inputs
+  standardised over the data.
+
+The data scales come from the observations: an input that is a state observed directly
+(``Normal(H, s)``, ``LogNormal(log(H), s)``, ``Poisson(H)``...) takes that column's values;
+the time takes its declared range. An input with no data uses the scale 1 and a note says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy
+
+from msml_dsl.semantics.model import UnknownInfo
+from msml_dsl.syntax import ast
+from msml_dsl.syntax.evaluate import evaluate
+
+ACTIVATION_FUNCTIONS = {
+    "tanh": sympy.tanh, "sigmoid": lambda x: 1 / (1 + sympy.exp(-x)), "sin": sympy.sin,
+    "softplus": lambda x: sympy.log(1 + sympy.exp(x)), "silu": lambda x: x / (1 + sympy.exp(-x)),
+    "elu": lambda x: sympy.Piecewise((x, x > 0), (sympy.exp(x) - 1, True)),
+    "relu": lambda x: sympy.Max(x, 0), "gelu": lambda x: x / (1 + sympy.exp(-1.702 * x)),
+}
+
+
+@dataclass(frozen=True)
+class TermParameter:
+    """A latent parameter an unknown term adds (a scalar or a vector)."""
+
+    name: str
+    shape: tuple[int, ...]
+    distribution: str
+    args: tuple[sympy.Expr, ...]
+    elements: tuple[sympy.Symbol, ...]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One library candidate: its feature, its coefficient on the original scale, and its data sd."""
+
+    label: str
+    feature: sympy.Expr
+    coefficient: sympy.Expr
+    scale: float
+
+
+@dataclass(frozen=True)
+class ExpandedTerm:
+    name: str
+    kind: str
+    inputs: tuple[sympy.Symbol, ...]                 # placeholders the expression is written in
+    input_names: tuple[str, ...]
+    expression: sympy.Expr
+    parameters: tuple[TermParameter, ...]
+    candidates: tuple[Candidate, ...] = ()
+    threshold: float = 0.1
+    input_ranges: tuple[tuple[float, float], ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def apply(self, args) -> sympy.Expr:
+        """The term at actual arguments (``f(H, L)`` in an equation)."""
+        return self.expression.xreplace(dict(zip(self.inputs, args)))
+
+
+def expand_unknowns(symbolic, tables) -> dict[str, ExpandedTerm]:
+    """Expand every unknown term of a symbolic model, using the data for its scales."""
+    model = symbolic.checked
+    samples = _input_samples(symbolic, tables)
+    out = {}
+    for info in model.unknowns:
+        placeholders = tuple(sympy.Symbol(f"_in_{info.name}_{i}", real=True) for i in range(len(info.inputs)))
+        data = [samples.get(name) for name in info.inputs]
+        notes = tuple(f"'{name}' has no data to scale '{info.name}' by; its scale is taken as 1"
+                      for name, d in zip(info.inputs, data) if d is None)
+        if info.representation == "library":
+            out[info.name] = _library(info, placeholders, data, symbolic, notes)
+        elif info.representation == "gp":
+            out[info.name] = _gp(info, placeholders, data, symbolic, notes)
+        else:
+            out[info.name] = _mlp(info, placeholders, data, symbolic, notes)
+    return out
+
+
+def substitute_unknowns(expr: sympy.Expr, terms: dict[str, ExpandedTerm]) -> sympy.Expr:
+    """Replace every call of an unknown term in ``expr`` by its expansion."""
+    if not terms:
+        return expr
+    from sympy.core.function import AppliedUndef
+
+    return expr.replace(lambda e: isinstance(e, AppliedUndef) and e.func.__name__ in terms,
+                        lambda e: terms[e.func.__name__].apply(e.args))
+
+
+# ----------------------------------------------------------------------------- data scales
+def _input_samples(symbolic, tables, n: int = 400) -> dict[str, np.ndarray]:
+    """Values each possible input takes in the data (a state observed directly, or the time)."""
+    model = symbolic.checked
+    out: dict[str, np.ndarray] = {}
+    if model.time and model.time_range:
+        out[model.time] = np.linspace(*model.time_range, n)
+    for name, (lo, hi) in model.space.items():
+        out[name] = np.linspace(lo, hi, n)
+    for obs in model.observations:
+        loc = symbolic.observation_args[obs.name][0] if symbolic.observation_args[obs.name] else None
+        if loc is None:
+            continue
+        values = tables[obs.source].columns[obs.column]
+        values = values[np.isfinite(values)]
+        if isinstance(loc, sympy.Symbol) and loc.name in model.states:
+            target = loc.name
+        elif isinstance(loc, sympy.log) and isinstance(loc.args[0], sympy.Symbol) and loc.args[0].name in model.states:
+            target = loc.args[0].name
+            values = np.exp(values) if obs.distribution == "Normal" else values
+        else:
+            continue
+        if obs.distribution == "LogNormal" or values.size:
+            out.setdefault(target, values)
+    return out
+
+
+def _joint(data: list, n: int = 400, seed: int = 0) -> list[np.ndarray] | None:
+    """Samples of the inputs drawn independently from their data (a broad proxy of the joint range)."""
+    if any(d is None for d in data):
+        return None
+    rng = np.random.default_rng(seed)
+    return [rng.choice(d, size=n, replace=True) if d.size != n else d for d in data]
+
+
+def _range(d: np.ndarray | None) -> tuple[float, float]:
+    if d is None or not d.size:
+        return (-1.0, 1.0)
+    lo, hi = float(np.min(d)), float(np.max(d))
+    if hi - lo < 1e-12:
+        lo, hi = lo - 1.0, hi + 1.0
+    return lo, hi
+
+
+def _constant_value(e: ast.Expr, symbolic) -> float:
+    return float(evaluate(e, symbolic.checked.constants))
+
+
+# ----------------------------------------------------------------------------- library
+def _library(info: UnknownInfo, xs, data, symbolic, notes) -> ExpandedTerm:
+    opts = dict(info.options)
+    names = dict(zip(info.inputs, xs))
+    features: list[tuple[str, sympy.Expr]] = []
+    builder = _TermBuilder(names, symbolic)
+    for t in info.terms:
+        if isinstance(t, ast.Call) and t.func.id == "poly":
+            variables = [names[a.id] for a in t.args]
+            kw = t.keyword("degree")
+            degree = int(_constant_value(kw.value, symbolic)) if kw else 2
+            for d in range(0 if opts.get("constant", True) else 1, degree + 1):
+                for combo in itertools.combinations_with_replacement(variables, d):
+                    mono = sympy.Mul(*combo) if combo else sympy.Integer(1)
+                    features.append((_label(mono, info.inputs, xs), mono))
+        elif isinstance(t, ast.Call) and t.func.id == "fourier":
+            var = names[t.args[0].id]
+            kw_n = t.keyword("n")
+            n = int(_constant_value(kw_n.value, symbolic)) if kw_n else 1
+            period = _constant_value(t.keyword("period").value, symbolic)
+            for j in range(1, n + 1):
+                for fn in (sympy.sin, sympy.cos):
+                    e = fn(2 * sympy.pi * j * var / period)
+                    features.append((_label(e, info.inputs, xs), e))
+        else:
+            e = builder.build(t)
+            features.append((_label(e, info.inputs, xs), e))
+    # one feature per distinct expression (poly(x, degree=2) and a custom x would repeat x)
+    seen, unique = set(), []
+    for label, e in features:
+        if e not in seen:
+            seen.add(e)
+            unique.append((label, e))
+    features = unique
+    K = len(features)
+    samples = _joint(data)
+    scales = []
+    for _, e in features:
+        s = 1.0
+        if samples is not None and e.free_symbols:
+            fn = sympy.lambdify(xs, e, "numpy")
+            with np.errstate(all="ignore"):
+                v = np.asarray(fn(*samples), dtype=float) * np.ones(len(samples[0]))
+            v = v[np.isfinite(v)]
+            if v.size and np.std(v) > 1e-12:
+                s = float(np.std(v))
+        elif not e.free_symbols:
+            s = 1.0  # a constant's contribution is its coefficient
+        scales.append(s)
+    name = info.name
+    sparsity = info.sparsity
+    kind = sparsity.func.id if sparsity is not None else "horseshoe"
+    values = [_constant_value(a, symbolic) for a in sparsity.args] if sparsity is not None else [1.0]
+    params: list[TermParameter] = []
+    z = _vector(f"{name}_z", K)
+    if kind == "horseshoe":
+        tau = sympy.Symbol(f"{name}_tau", real=True)
+        lam = _vector(f"{name}_lambda", K)
+        params += [TermParameter(f"{name}_tau", (), "HalfCauchy", (sympy.Float(values[0]),), (tau,)),
+                   TermParameter(f"{name}_lambda", (K,), "HalfCauchy", (sympy.Integer(1),), lam),
+                   TermParameter(f"{name}_z", (K,), "Normal", (sympy.Integer(0), sympy.Integer(1)), z)]
+        standardised = [tau * lam[k] * z[k] for k in range(K)]
+    elif kind == "laplace":
+        params.append(TermParameter(f"{name}_z", (K,), "Laplace", (sympy.Integer(0), sympy.Float(values[0])), z))
+        standardised = list(z)
+    elif kind == "normal":
+        params.append(TermParameter(f"{name}_z", (K,), "Normal", (sympy.Integer(0), sympy.Float(values[0])), z))
+        standardised = list(z)
+    else:  # spike_slab(p, slab)
+        p, slab = values
+        params.append(TermParameter(f"{name}_z", (K,), "SpikeSlab",
+                                    (sympy.Float(p), sympy.Float(slab), sympy.Float(slab / 100)), z))
+        standardised = list(z)
+    candidates = []
+    expression = sympy.Integer(0)
+    for (label, e), s, c_std in zip(features, scales, standardised):
+        coefficient = c_std / sympy.Float(s)
+        candidates.append(Candidate(label, e, coefficient, s))
+        expression += coefficient * e
+    return ExpandedTerm(name, "library", xs, info.inputs, expression, tuple(params), tuple(candidates),
+                        float(opts.get("threshold", 0.1)), tuple(_range(d) for d in data), notes)
+
+
+def _label(e: sympy.Expr, names, xs) -> str:
+    """A candidate's label in the model's own names: ``S*I``, ``sin(2*pi*t/365)``."""
+    text = sympy.sstr(e.xreplace({x: sympy.Symbol(n) for n, x in zip(names, xs)}))
+    return text.replace("**", "^")
+
+
+def _vector(name: str, size: int) -> tuple[sympy.Symbol, ...]:
+    return tuple(sympy.Symbol(f"{name}[{i + 1}]", real=True) for i in range(size))
+
+
+class _TermBuilder:
+    """SymPy from a library's custom term (inputs and constants only; the checker made sure)."""
+
+    def __init__(self, names, symbolic):
+        from msml_dsl.symbolic.builder import SYMPY_FUNCTIONS
+
+        self.names = names
+        self.constants = symbolic.checked.constants
+        self.functions = SYMPY_FUNCTIONS
+
+    def build(self, e):
+        if isinstance(e, ast.Number):
+            return sympy.Float(e.value) if not float(e.value).is_integer() else sympy.Integer(int(e.value))
+        if isinstance(e, ast.Name):
+            if e.id in self.names:
+                return self.names[e.id]
+            if e.id in self.constants:
+                return sympy.Float(self.constants[e.id])
+            if e.id == "pi":
+                return sympy.pi
+        if isinstance(e, ast.UnaryOp):
+            v = self.build(e.operand)
+            return -v if e.op == "-" else v
+        if isinstance(e, ast.BinOp):
+            a, b = self.build(e.left), self.build(e.right)
+            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "^": a ** b}[e.op]
+        if isinstance(e, ast.Call) and e.func.id in self.functions:
+            return self.functions[e.func.id](*[self.build(a) for a in e.args])
+        raise ValueError(f"cannot build a library term from {type(e).__name__}")
+
+
+# ----------------------------------------------------------------------------- Gaussian process
+def _gp(info: UnknownInfo, xs, data, symbolic, notes) -> ExpandedTerm:
+    opts = dict(info.options)
+    priors = dict(info.priors)
+    kernel = opts.get("kernel", "rbf")
+    D = len(xs)
+    basis = opts.get("basis") or ((16,) if D == 1 else (8,))
+    if len(basis) == 1:
+        basis = basis * D
+    factor = float(opts.get("boundary_factor", 1.5))
+    ranges = [_range(d) for d in data]
+    name = info.name
+    amp = sympy.Symbol(f"{name}_amplitude", real=True)
+    params = [_prior_parameter(f"{name}_amplitude", priors.get("amplitude"), ("HalfNormal", (1.0,)), amp, symbolic)]
+    standardised = [(x - (lo + hi) / 2) / ((hi - lo) / 2) for x, (lo, hi) in zip(xs, ranges)]
+    if kernel == "periodic":
+        from scipy.special import ive
+
+        period = float(opts["period"])
+        ell = 1.0  # in units of the period / (2 pi): a smooth but not sinusoidal cycle
+        J = basis[0]
+        M = 2 * J + 1
+        beta = _vector(f"{name}_beta", M)
+        params.append(TermParameter(f"{name}_beta", (M,), "Normal", (sympy.Integer(0), sympy.Integer(1)), beta))
+        x = xs[0]
+        q2 = [ive(0, ell ** -2)] + [2 * ive(j, ell ** -2) for j in range(1, J + 1)]
+        expr = math.sqrt(q2[0]) * beta[0]
+        for j in range(1, J + 1):
+            w = 2 * sympy.pi * j * x / period
+            expr += math.sqrt(q2[j]) * (beta[2 * j - 1] * sympy.cos(w) + beta[2 * j] * sympy.sin(w))
+        return ExpandedTerm(name, "gp", xs, info.inputs, amp * expr, tuple(params), (), 0.1, tuple(ranges),
+                            notes + (f"the periodic kernel of '{name}' has its lengthscale fixed at 1",))
+    ell = sympy.Symbol(f"{name}_lengthscale", real=True)
+    params.append(_prior_parameter(f"{name}_lengthscale", priors.get("lengthscale"), ("LogNormal", (math.log(0.5), 0.5)),
+                                   ell, symbolic))
+    index_sets = list(itertools.product(*[range(1, m + 1) for m in basis]))
+    M = len(index_sets)
+    beta = _vector(f"{name}_beta", M)
+    params.append(TermParameter(f"{name}_beta", (M,), "Normal", (sympy.Integer(0), sympy.Integer(1)), beta))
+    L = factor
+    expr = sympy.Integer(0)
+    for k, js in enumerate(index_sets):
+        eigen = sum((math.pi * j / (2 * L)) ** 2 for j in js)
+        phi = sympy.Integer(1)
+        for j, xt in zip(js, standardised):
+            phi *= sympy.sin(sympy.pi * j * (xt + L) / (2 * L)) / math.sqrt(L)
+        expr += sympy.sqrt(_spectral_density(kernel, math.sqrt(eigen), ell, D)) * phi * beta[k]
+    return ExpandedTerm(name, "gp", xs, info.inputs, amp * expr, tuple(params), (), 0.1, tuple(ranges), notes)
+
+
+def _spectral_density(kernel: str, omega: float, ell, D: int) -> sympy.Expr:
+    """Unit-amplitude spectral densities of the isotropic kernels in D dimensions."""
+    if kernel == "rbf":
+        return (2 * sympy.pi) ** sympy.Rational(D, 2) * ell ** D * sympy.exp(-ell ** 2 * omega ** 2 / 2)
+    nu = sympy.Rational(3, 2) if kernel == "matern32" else sympy.Rational(5, 2)
+    const = 2 ** D * sympy.pi ** sympy.Rational(D, 2) * sympy.gamma(nu + sympy.Rational(D, 2)) * (2 * nu) ** nu \
+        / sympy.gamma(nu)
+    return sympy.nsimplify(const) * ell ** (-2 * nu) * (2 * nu / ell ** 2 + omega ** 2) ** (-(nu + sympy.Rational(D, 2)))
+
+
+def _prior_parameter(name, call: ast.Call | None, default, symbol, symbolic) -> TermParameter:
+    if call is None:
+        dist, args = default
+        return TermParameter(name, (), dist, tuple(sympy.Float(a) for a in args), (symbol,))
+    args = tuple(sympy.Float(_constant_value(a, symbolic)) for a in call.args)
+    return TermParameter(name, (), call.func.id, args, (symbol,))
+
+
+# ----------------------------------------------------------------------------- network
+def _mlp(info: UnknownInfo, xs, data, symbolic, notes) -> ExpandedTerm:
+    opts = dict(info.options)
+    priors = dict(info.priors)
+    hidden = tuple(opts.get("hidden", (16, 16)))
+    act = ACTIVATION_FUNCTIONS[opts.get("activation", "tanh")]
+    ranges = [_range(d) for d in data]
+    layer = [(x - (lo + hi) / 2) / ((hi - lo) / 2) for x, (lo, hi) in zip(xs, ranges)]
+    sizes = [len(xs), *hidden, 1]
+    K = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    w = _vector(f"{info.name}_w", K)
+    k = 0
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        out = []
+        for j in range(b):
+            total = w[k + a * b + j]  # the bias
+            for q in range(a):
+                total += w[k + j * a + q] * layer[q]
+            out.append(total if i == len(sizes) - 2 else act(total))
+        k += a * b + b
+        layer = out
+    prior = priors.get("prior")
+    if prior is None:
+        dist, args = "Normal", (sympy.Integer(0), sympy.Integer(1))
+    else:
+        dist, args = prior.func.id, tuple(sympy.Float(_constant_value(a, symbolic)) for a in prior.args)
+    params = (TermParameter(f"{info.name}_w", (K,), dist, args, w),)
+    return ExpandedTerm(info.name, "mlp", xs, info.inputs, layer[0], params, (), 0.1, tuple(ranges), notes)
