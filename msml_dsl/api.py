@@ -120,6 +120,8 @@ class CompiledModel:
         """
         if self.is_pinn:  # PDE fields as physics-informed networks
             return self._run_pinn(progress, overrides)
+        if self.is_fidelity:  # fidelity levels linked by Gaussian processes
+            return self._run_fidelity(progress, overrides)
         method = overrides.pop("method", None) or self.checked.inference.method
         options = {**dict(self.checked.inference.options), **overrides}
         if method == "map":
@@ -136,6 +138,35 @@ class CompiledModel:
         keys = ("chains", "warmup", "draws", "seed", "target_accept", "max_tree_depth", "metric", "init", "thin",
                 "superchains")
         return self.sample(progress=progress, method=method, **{k: v for k, v in options.items() if k in keys})
+
+    @property
+    def is_fidelity(self) -> bool:
+        """A multi-fidelity model (``fidelity`` levels and tagged data): fitted by Gaussian processes."""
+        return getattr(self.ir, "fidelity", None) is not None
+
+    def _run_fidelity(self, progress: Callable | None, overrides: dict):
+        """``run()`` for a multi-fidelity model: MAP (default) or NUTS over the GP hyperparameters;
+        returns a ``FidelityFit`` (summary, predict, suggest_next, save)."""
+        from msml_dsl.backends.multifidelity import FIDELITY_METHODS, run_fidelity
+        from msml_dsl.errors import Diagnostic, MsmlError, did_you_mean
+        from msml_dsl.syntax.ast import InferDecl
+
+        overrides = dict(overrides)
+        has_infer = bool(self.checked.program.of_type(InferDecl))
+        method = overrides.pop("method", None) or (self.ir.inference.method if has_infer else "map")
+        file, sources = self.checked.file, {self.checked.file: self.checked.program.source}
+        if method not in FIDELITY_METHODS:
+            raise MsmlError([Diagnostic("E263", f"inference method '{method}' is not available for a model with "
+                                                "fidelity levels", file=file, help="use map or nuts")], sources)
+        given = dict(self.ir.inference.options) if self.ir.inference.method == method else {}
+        unknown = [k for k in overrides if k not in FIDELITY_METHODS[method]]
+        if unknown:
+            raise MsmlError([Diagnostic("E261", f"infer {method}(...) of a fidelity model has no option '{k}'",
+                                        file=file, help=did_you_mean(k, FIDELITY_METHODS[method])
+                                        or "options: " + ", ".join(FIDELITY_METHODS[method])) for k in unknown],
+                            sources)
+        return run_fidelity(self.ir, self.device, method, {**given, **overrides}, progress,
+                            self.checked.program.source)
 
     @property
     def is_pinn(self) -> bool:

@@ -67,6 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--out", help="run folder (default: msml_runs/NAME-TIMESTAMP)")
     p_run.add_argument("--quiet", action="store_true", help="no progress bar")
     p_run.add_argument("--strict", action="store_true", help="exit 1 when convergence checks fail")
+
+    p_suggest = sub.add_parser("suggest", help="fit a model with fidelity levels and say where a new measurement of "
+                                               "the highest level would help most")
+    p_suggest.add_argument("model")
+    p_suggest.add_argument("--candidates", type=int, default=1024, help="candidate points over the inputs (1024)")
+    p_suggest.add_argument("--level", help="the level to measure (default: the highest level with data)")
+    p_suggest.add_argument("--criterion", choices=["variance", "eig", "imse"], default="variance",
+                           help="largest predictive variance (default), expected information gain, or integrated "
+                                "variance reduction (joint scheme)")
+    p_suggest.add_argument("--top", type=int, default=5, help="how many candidates to list (5)")
+    p_suggest.add_argument("--method", choices=["map", "nuts"], help="override the file's inference method")
+    p_suggest.add_argument("--seed", type=int)
+    p_suggest.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     return parser
 
 
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     try:
-        return {"check": _check, "compile": _compile, "run": _run}[args.command](args)
+        return {"check": _check, "compile": _compile, "run": _run, "suggest": _suggest}[args.command](args)
     except MsmlError as exc:
         print(format_diagnostics(exc.diagnostics, exc.sources or _sources(args)), file=sys.stderr)
         return exc.exit_code
@@ -190,6 +203,8 @@ def _run(args) -> int:
                  if getattr(args, k) is not None}
     if model.is_pinn:
         return _run_pinn(args, model, overrides, t0)
+    if getattr(model, "is_fidelity", False):
+        return _run_fidelity(args, model, overrides, t0)
     if args.solver_option:
         raise MsmlError([Diagnostic("E261", "--solver-option applies to PDE models with solver pinn; "
                                             f"'{model.ir.name}' is not one", file=args.model, help="set the solver's options in "
@@ -271,6 +286,66 @@ def _run_pinn(args, model, overrides: dict, t0: float) -> int:
           f"{timings.get('inference_s', 0):.1f} s); results in {folder}/")
     if args.strict and fit.warnings():
         return EXIT_CONVERGENCE
+    return EXIT_OK
+
+
+def _run_fidelity(args, model, overrides: dict, t0: float) -> int:
+    """``msml run`` for a model with fidelity levels: fit the GP hyperparameters, print them with each
+    level's noise and leave-one-out checks, save the run folder."""
+    if args.solver_option:
+        raise MsmlError([Diagnostic("E261", "--solver-option applies to PDE models with solver pinn",
+                                    file=args.model, help="set solver gp(...) in the model file")], _sources(args))
+    method = args.method or None
+    progress = None if args.quiet or (method or model.checked.inference.method) != "nuts" else _progress_bar()
+    if progress is not None:
+        with progress[0]:
+            fit = model.run(progress=progress[1], method=method, **overrides)
+    else:
+        fit = model.run(method=method, **overrides)
+    folder = Path(args.out) if args.out else Path("msml_runs") / f"{model.ir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    fit.save(folder)
+    print(fit.summary())
+    print(f"\n{fit.method} over {len(model.ir.parameters)} hyperparameters in {time.perf_counter() - t0:.1f} s "
+          f"(fit {fit.timings.get('fit_s', 0):.1f} s); results in {folder}/")
+    return EXIT_OK
+
+
+def _suggest(args) -> int:
+    """``msml suggest``: fit, then rank candidate points for the next measurement of a level."""
+    from msml_dsl.api import compile_file
+    from msml_dsl.errors import did_you_mean
+
+    model = compile_file(args.model, device=args.device)
+    if not getattr(model, "is_fidelity", False):
+        raise MsmlError([Diagnostic("E338", f"msml suggest needs a model with fidelity levels; '{model.ir.name}' has "
+                                            "none", file=args.model, help="declare levels (fidelity NAME = ...) and "
+                                                                          "tag the data with them")], _sources(args))
+    levels = [lv.name for lv in model.ir.fidelity.levels]
+    if args.level is not None and args.level not in levels:
+        raise MsmlError([Diagnostic("E242", f"unknown fidelity level '{args.level}'", file=args.model,
+                                    help=did_you_mean(args.level, levels) or "levels: " + ", ".join(levels))],
+                        _sources(args))
+    if args.candidates < 1 or args.top < 1:
+        raise MsmlError([Diagnostic("E262", "--candidates and --top must be at least 1", file=args.model)])
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    fit = model.run(method=args.method, **overrides)
+    level = args.level or model.ir.fidelity.target
+    if args.criterion == "imse" and model.ir.fidelity.scheme != "joint":
+        raise MsmlError([Diagnostic("E338", "--criterion imse needs the joint scheme (linear links); this model is "
+                                            "fitted level by level", file=args.model,
+                                    help="use --criterion variance or eig")], _sources(args))
+    rows = fit.suggest_next(args.candidates, level=level, criterion=args.criterion, top=args.top,
+                            seed=args.seed or 0)
+    names = [a.name for a in model.ir.fidelity.inputs]
+    print(f"{model.ir.name}: {fit.method} fit, {model.ir.fidelity.scheme} scheme; next measurement of '{level}' "
+          f"by {args.criterion} over {args.candidates} candidates")
+    head = "".join(f"{n:>12}" for n in names)
+    print(f"  rank{head}{'mean':>12}{'sd':>12}{'score':>12}{'EIG (nats)':>12}")
+    for i, r in enumerate(rows, 1):
+        xs = "".join(f"{r.x[n]:12.5g}" for n in names)
+        print(f"  {i:>4}{xs}{r.mean:12.5g}{r.sd:12.4g}{r.score:12.4g}{r.eig:12.4g}")
+    best = rows[0]
+    print("suggested: " + ", ".join(f"{n} = {best.x[n]:.6g}" for n in names))
     return EXIT_OK
 
 

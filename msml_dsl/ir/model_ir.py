@@ -24,7 +24,6 @@ from msml_dsl.symbolic.builder import SymbolicModel
 
 _LATER_BACKENDS = {
     "unknown": "unknown functional terms (networks, Gaussian processes, sparse libraries)",
-    "fidelity": "fidelity levels",
 }
 
 
@@ -88,6 +87,7 @@ class ModelIR:
     warnings: tuple[Diagnostic, ...] = ()
     pde: PdeProblem | None = None
     unknowns: tuple = ()                   # ExpandedTerm per unknown term (symbolic/unknown_terms.py)
+    fidelity: object = None                # FidelityProblem (ir/fidelity.py) of a multi-fidelity model
 
     def to_json(self) -> str:
         """A readable, serialisable view of the IR."""
@@ -133,6 +133,8 @@ class ModelIR:
                 "physics": {t.name: {"scale": expr(t.scale), "declared": t.declared} for t in pde.physics},
                 "solver": {"method": pde.solver.method, **dict(pde.solver.options)},
             }
+        if self.fidelity is not None:
+            data["fidelity"] = self.fidelity.to_dict()
         return json.dumps(data, indent=2, default=_json_default)
 
 
@@ -185,6 +187,13 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         args = tuple(symbolic.numeric(a) for a in symbolic.prior_args[p.name])
         params.append(LatentParameter(p.name, () if p.size is None else (p.size,), p.distribution, args,
                                       p.lower, p.upper, tuple(elements), _support(p, args)))
+
+    if model.fidelity is not None:  # levels, links and tagged data: the multi-fidelity backend
+        from msml_dsl.ir.fidelity import lower_fidelity
+
+        problem, params = lower_fidelity(symbolic, tables, params)
+        return ModelIR(model.name, model.title, model.file, tuple(params), None, (), (), model.inference,
+                       dict(model.constants), model.warnings, fidelity=problem)
 
     terms: dict = {}
     if model.unknowns:

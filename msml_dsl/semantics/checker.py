@@ -8,11 +8,13 @@ arity, priors whose support conflicts with their bounds, malformed settings.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from msml_dsl.errors import DiagnosticBag, Span, did_you_mean
 from msml_dsl.semantics.distributions import DISTRIBUTIONS, support_of
-from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, FieldInfo, InferenceSettings,
+from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, FidelityInfo, FidelityLevelInfo, FieldInfo,
+                                      InferenceSettings,
                                       ObservationInfo, ParameterInfo, PdeInfo, PhysicsInfo, SolverSettings,
                                       UnknownInfo)
 from msml_dsl.syntax import ast
@@ -38,7 +40,7 @@ COLLOCATION_METHODS = ("sobol", "halton", "uniform", "grid")
 INITS = ("map", "prior", "uniform")
 
 # Statements that parse and check but have no backend yet (later issues).
-_LATER = {ast.FidelityDecl: "fidelity"}
+_LATER: dict = {}
 MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution"}
 GP_OPTIONS = {"kernel": str, "basis": "ints", "lengthscale": "distribution", "amplitude": "distribution",
               "period": float, "boundary_factor": float}
@@ -56,6 +58,11 @@ MOL_METHODS = ("rk45", "stiff", "auto")
 FIELD_OPTIONS = {"hidden": "ints", "activation": str, "fourier_features": int, "fourier_scale": float}
 COLLOCATION_OPTIONS = {"boundary": int, "initial": int, "resample": int, "adaptive": int, "rounds": int,
                        "seed": int}
+# Fidelity models: simulate(OUTPUT, ...) and solver gp(...)
+SIMULATE_OPTIONS = {"steps": {"type": int, "min": 1}, "method": {"type": str, "choices": ("rk4", "midpoint", "euler")}}
+FIDELITY_SOLVER_OPTIONS = {"scheme": {"type": str, "choices": ("auto", "joint", "recursive")},
+                           "samples": {"type": int, "min": 10}, "jitter": {"type": float, "min": 0.0},
+                           "max_exact": {"type": int, "min": 1}}
 
 
 def check(program: ast.Program) -> CheckedModel:
@@ -166,8 +173,9 @@ class _Checker:
         unsupported = self.check_later_statements(space, time_name)
         pde = self.check_pde(space, time_name)
         unknowns = self.check_unknowns()
+        fidelity, sources = self.check_fidelity(sources, space, time_name)
 
-        if not states and not unsupported and pde is None and not p.of_type(ast.ParamDecl):
+        if not states and not unsupported and pde is None and fidelity is None and not p.of_type(ast.ParamDecl):
             self.bag.error("E207", "the model declares nothing to infer: no state, param or field",
                            models[0].span if models else None)
 
@@ -178,7 +186,7 @@ class _Checker:
             constants=dict(self.constants), time=time_name, time_range=time_range, space=space,
             states=states, parameters=parameters, equations=equations, inits=inits,
             data_sources=sources, observations=observations, derived=derived, solver=solver,
-            inference=inference, unsupported=unsupported, pde=pde, unknowns=unknowns,
+            inference=inference, unsupported=unsupported, pde=pde, unknowns=unknowns, fidelity=fidelity,
             unsupported_names=tuple((n, k) for n, (k, _) in self.declared.items()
                                     if k in ("fidelity level",)),
             warnings=tuple(self.bag.warnings()))
@@ -715,6 +723,8 @@ class _Checker:
 
     def check_solver(self) -> SolverSettings:
         decls = self.p.of_type(ast.SolverDecl)
+        if self.p.of_type(ast.FidelityDecl):
+            return SolverSettings()  # solver gp(...): check_fidelity
         if self.p.of_type(ast.FieldDecl):
             # A PDE model: the solver statement chooses pinn or mol; mol's time integration options
             # become the ODE settings.
@@ -1003,7 +1013,9 @@ class _Checker:
             basis = opts.get("basis")
             if basis is not None and len(basis) not in (1, len(d.inputs)):
                 self.bag.error("E297", f"basis gives {len(basis)} sizes for {len(d.inputs)} inputs", rep.span)
-            if len(d.inputs) > 2:
+            in_level = any(isinstance(n, ast.Call) and n.func.id == d.name.id   # exact GPs: any number
+                           for f in self.p.of_type(ast.FidelityDecl) for n in iter_expr(f.value))
+            if len(d.inputs) > 2 and not in_level:
                 self.bag.error("E297", f"a gp term takes 1 or 2 inputs (its basis grows as the product); "
                                f"'{d.name.id}' has {len(d.inputs)}", d.name.span,
                                help="use an mlp or a library for more inputs")
@@ -1053,6 +1065,228 @@ class _Checker:
                                f"{'number' if kw.name.id == 'period' else 'whole number'}", kw.value.span)
         if call.func.id == "fourier" and call.keyword("period") is None:
             self.bag.error("E298", "fourier() needs its period: fourier(t, n=2, period=365)", call.span)
+
+    # ------------------------------------------------------------ fidelity levels
+    def check_fidelity(self, sources, space, time_name):
+        """Levels, their links and the tagged data of a multi-fidelity model (E299, E330-E339).
+
+        Returns the FidelityInfo (None for other models) and the data sources, where each tagged
+        source gains a binding ``x = x`` for every coordinate its level uses and does not bind.
+        """
+        decls = self.p.of_type(ast.FidelityDecl)
+        if not decls:
+            return None, sources
+        levels = {d.name.id: d for d in decls if self.declared.get(d.name.id, ("", None))[1] is d.name.span}
+        coords = list(space) + ([time_name] if time_name else [])
+        uses: dict[str, list[ast.Name]] = {}
+        direct_inputs: dict[str, set[str]] = {}
+        for name, d in levels.items():
+            uses[name], direct_inputs[name] = self._check_level(d, coords, time_name)
+        order = self._order_levels(levels, uses)
+        inputs: dict[str, tuple[str, ...]] = {}
+        for name in order:
+            found = set(direct_inputs[name]).union(*(inputs.get(n.id, ()) for n in uses[name]))
+            inputs[name] = tuple(c for c in coords if c in found)
+
+        for f in self.p.of_type(ast.FieldDecl):
+            self.bag.error("E339", "a model with fidelity levels cannot declare fields", f.span,
+                           help="fit the field model on its own; a level may use simulate() of the model's ODE")
+        for decl in self.p.of_type(ast.InferDecl)[:1]:
+            if decl.method.name.id not in ("map", "nuts") and decl.method.name.id in INFER_OPTIONS:
+                self.bag.error("E263", f"infer {decl.method.name.id}() is not available for a model with fidelity "
+                               "levels", decl.method.name.span, help="use map (the default) or nuts")
+        observed = {o.target.source.id for o in self.p.of_type(ast.ObserveDecl)}
+        tags = {s.name: s.fidelity for s in sources}
+        for s in sources:
+            if s.fidelity is None and s.name in observed:
+                self.bag.error("E330", f"the data source '{s.name}' is observed in a model with fidelity levels, but "
+                               "is tagged with no level", s.span,
+                               help=f"tag it with the level it measures: data {s.name} = csv(\"{s.path}\") fidelity "
+                                    f"{order[-1] if order else 'LEVEL'} (levels: {', '.join(order)})")
+        for o in self.p.of_type(ast.ObserveDecl):
+            self._check_level_observation(o, tags.get(o.target.source.id), levels)
+
+        out = []
+        for i, s in enumerate(sources):
+            if s.fidelity in inputs:
+                bound = {v for v, _ in s.bindings}
+                extra = tuple((c, ast.Name(c, s.path_span)) for c in inputs[s.fidelity] if c not in bound)
+                s = replace(s, bindings=s.bindings + extra)
+            out.append(s)
+        infos = tuple(FidelityLevelInfo(n, levels[n].value, tuple(dict.fromkeys(u.id for u in uses[n])), inputs[n],
+                                        tuple(s.name for s in sources if s.fidelity == n), levels[n].span)
+                      for n in order)
+        solver, solver_span = self._fidelity_solver()
+        used = set().union(*inputs.values()) if inputs else set()
+        return FidelityInfo(infos, tuple(c for c in coords if c in used), solver, solver_span), tuple(out)
+
+    def _check_level(self, d: ast.FidelityDecl, coords: list[str], time_name) -> tuple[list[ast.Name], set[str]]:
+        """One level's expression: the names it may use; returns the levels and coordinates it uses."""
+        lower: list[ast.Name] = []
+        found: set[str] = set()
+        allowed = ("const", "param", "space variable", "time variable", "fidelity level", "unknown")
+        in_equations = {n.func.id for e in self.p.of_type(ast.EquationDecl) for side in (e.lhs, e.rhs)
+                        for n in iter_expr(side) if isinstance(n, ast.Call)}
+        unknowns = {u.name.id: u for u in self.p.of_type(ast.UnknownDecl)}
+
+        def walk(node, inside_term=False):
+            if isinstance(node, ast.Call):
+                fname = node.func.id
+                if fname == "simulate":
+                    if time_name:
+                        found.add(time_name)
+                    self._check_simulate(node, time_name)
+                    return
+                if fname in FUNCTIONS:
+                    arity = FUNCTIONS[fname][1]
+                    if len(node.args) != arity or node.keywords:
+                        self.bag.error("E231", f"{fname}() takes {arity} argument{'s' if arity != 1 else ''}, "
+                                       f"but {len(node.args) + len(node.keywords)} were given", node.span)
+                elif self.kind(fname) == "unknown":
+                    u = unknowns.get(fname)
+                    if u is not None and u.representation.func.id not in ("gp", "mlp"):
+                        self.bag.error("E335", f"the unknown term '{fname}' is a {u.representation.func.id}(); a "
+                                       "fidelity link takes gp() or mlp() terms", node.func.span,
+                                       help=f"declare it as: unknown {fname}({', '.join(a.id for a in u.inputs)}) "
+                                            ": gp(kernel=rbf)")
+                    if fname in in_equations:
+                        self.bag.error("E335", f"the unknown term '{fname}' is used both in an ODE equation and in a "
+                                       "fidelity level", node.func.span, help="declare one term for each use")
+                    inside_term = True
+                else:
+                    k = self.kind(fname)
+                    if k is not None:
+                        self.bag.error("E230", f"'{fname}' is a {k}, not a function", node.func.span)
+                    else:
+                        self.bag.error("E230", f"unknown function '{fname}'", node.func.span,
+                                       help=did_you_mean(fname, list(FUNCTIONS) + self.names_of("unknown")
+                                                         + ["simulate"]) or "functions: " + ", ".join(FUNCTIONS))
+                for a in node.args:
+                    walk(a, inside_term)
+                return
+            if isinstance(node, ast.Name):
+                k = self.kind(node.id)
+                if k is None and node.id in BUILTIN_CONSTANTS:
+                    return
+                if k is None:
+                    self.unknown_name(node, [n for n in self.declared if self.kind(n) in allowed])
+                elif k == "state":
+                    self.bag.error("E334", f"a fidelity level cannot use the state '{node.id}' directly", node.span,
+                                   help=f"simulate({node.id}, steps=20) solves the model's ODE and gives "
+                                        f"{node.id} at each input")
+                elif k not in allowed or k == "unknown":
+                    self.bag.error("E334", f"a fidelity level cannot use the {k} '{node.id}'", node.span,
+                                   help="a level is an expression of inputs, parameters, constants, lower levels "
+                                        "and unknown terms")
+                elif k == "fidelity level":
+                    lower.append(node)
+                elif k in ("space variable", "time variable"):
+                    found.add(node.id)
+                elif k == "param" and node.id in self.vector_sizes:
+                    size = self.vector_sizes[node.id]
+                    self.bag.error("E271", f"'{node.id}' is a vector of {size}; use one element, "
+                                   f"{node.id}[1] to {node.id}[{size}]", node.span)
+                elif k == "param" and inside_term:
+                    self.bag.error("E335", f"an unknown term's input is a coordinate or a level, not the parameter "
+                                   f"'{node.id}'", node.span)
+                return
+            if isinstance(node, ast.BinOp):
+                walk(node.left, inside_term)
+                walk(node.right, inside_term)
+            elif isinstance(node, ast.UnaryOp):
+                walk(node.operand, inside_term)
+            elif isinstance(node, ast.Index):
+                self.check_expression(node, allowed=("param",), context="a fidelity level")
+            elif not isinstance(node, ast.Number):
+                self.bag.error("E334", "a fidelity level is a numeric expression of inputs, parameters, constants, "
+                               "lower levels and unknown terms", node.span)
+
+        walk(d.value)
+        return lower, found
+
+    def _check_simulate(self, call: ast.Call, time_name) -> None:
+        """``simulate(OUTPUT, steps=20, method=rk4)``: the model's own ODE, solved on a coarse fixed grid."""
+        if not self.p.of_type(ast.StateDecl) or time_name is None:
+            self.bag.error("E336", "simulate() solves the model's ODE, but the model declares no "
+                           + ("state" if time_name else "time variable"), call.span,
+                           help="declare the ODE (time, state, equation, init) that the level simulates")
+            return
+        if len(call.args) != 1:
+            self.bag.error("E336", "simulate() takes one output, an expression of the states: simulate(C, steps=20)",
+                           call.span)
+        else:
+            self.check_expression(call.args[0], allowed=("const", "param", "state", "time variable"),
+                                  context="the output of simulate()")
+        self._options(ast.Method(call.func, (), call.keywords, call.span), SIMULATE_OPTIONS, "simulate()")
+
+    def _order_levels(self, levels: dict[str, ast.FidelityDecl], uses: dict[str, list[ast.Name]]) -> list[str]:
+        """Levels lowest first; a cycle among links is E331."""
+        order: list[str] = []
+        state: dict[str, str] = {}
+
+        def visit(name: str, chain: list[str]) -> None:
+            if state.get(name) == "done":
+                return
+            if state.get(name) == "visiting":
+                cycle = chain[chain.index(name):] + [name]
+                if len(cycle) == 2:
+                    self.bag.error("E331", f"the fidelity level '{name}' is defined through itself",
+                                   levels[name].name.span, help="a level links to lower levels only")
+                else:
+                    self.bag.error("E331", "fidelity levels depend on each other in a cycle: " + " -> ".join(cycle),
+                                   levels[name].name.span, help="links go from lower to higher levels; remove one "
+                                                                "of them")
+                state[name] = "done"
+                return
+            state[name] = "visiting"
+            for n in uses[name]:
+                if n.id in levels:
+                    visit(n.id, chain + [name])
+            if state.get(name) != "done":
+                order.append(name)
+            state[name] = "done"
+
+        for name in levels:
+            visit(name, [])
+        return order
+
+    def _check_level_observation(self, o: ast.ObserveDecl, tag: str | None, levels) -> None:
+        """In a fidelity model an observation is ``Normal(LEVEL, scale)`` of its source's level."""
+        if tag is None or tag not in levels:
+            return
+        d = o.distribution
+        if d.func.id != "Normal" or len(d.args) != 2:
+            if d.func.id in DISTRIBUTIONS:
+                self.bag.error("E332", f"a level is observed with Normal noise, not {d.func.id}", d.func.span,
+                               help=f"write: observe {o.target.source.id}.{o.target.column.id} ~ Normal({tag}, sigma)")
+            return
+        loc, scale = d.args
+        if not (isinstance(loc, ast.Name) and self.kind(loc.id) == "fidelity level"):
+            self.bag.error("E332", f"the mean of this observation is the level of '{o.target.source.id}' itself",
+                           loc.span, help=f"write: Normal({tag}, sigma); the link between levels belongs in the "
+                                          "'fidelity' statements")
+        elif loc.id != tag:
+            self.bag.error("E332", f"this observes the level '{loc.id}', but the data source "
+                           f"'{o.target.source.id}' is tagged with the level '{tag}'", loc.span,
+                           help=f"observe Normal({tag}, ...) here, or tag the source 'fidelity {loc.id}'")
+        for node in iter_expr(scale):
+            if isinstance(node, ast.Name) and self.kind(node.id) not in (None, "const", "param"):
+                self.bag.error("E333", f"the noise scale of a level is a constant or parameter expression; it "
+                               f"cannot use the {self.kind(node.id)} '{node.id}'", node.span)
+
+    def _fidelity_solver(self):
+        """``solver gp(scheme=auto|joint|recursive, samples=500, jitter=1e-8, max_exact=3000)``."""
+        decls = self.p.of_type(ast.SolverDecl)
+        if not decls:
+            return (), None
+        m = decls[0].method
+        if m.name.id != "gp":
+            self.bag.error("E260", f"a model with fidelity levels is fitted by Gaussian processes, not by the "
+                           f"solver '{m.name.id}'", m.name.span,
+                           help="write solver gp(scheme=auto) or leave the solver out; simulate(...) takes its own "
+                                "steps and method")
+            return (), None
+        return tuple(sorted(self._options(m, FIDELITY_SOLVER_OPTIONS, "solver").items())), m.span
 
     # ------------------------------------------------------- later statements
     def check_later_statements(self, space, time_name):

@@ -109,6 +109,31 @@ class PdeInfo:
 
 
 @dataclass(frozen=True)
+class FidelityLevelInfo:
+    """``fidelity NAME = expression``: one level, the levels it uses and the data tagged with it."""
+
+    name: str
+    expression: ast.Expr
+    lower: tuple[str, ...]          # levels its expression uses directly
+    inputs: tuple[str, ...]         # coordinates it depends on, through lower levels too (model order)
+    sources: tuple[str, ...]        # data sources tagged with this level
+    span: Span
+
+
+@dataclass(frozen=True)
+class FidelityInfo:
+    """The fidelity part of a model: levels in dependency order (lowest first) and the GP settings."""
+
+    levels: tuple[FidelityLevelInfo, ...]
+    inputs: tuple[str, ...]                          # every coordinate a level uses (model order)
+    solver: tuple[tuple[str, object], ...] = ()      # ``solver gp(...)`` options
+    solver_span: Span | None = None
+
+    def level(self, name: str) -> FidelityLevelInfo:
+        return next(lv for lv in self.levels if lv.name == name)
+
+
+@dataclass(frozen=True)
 class CheckedModel:
     """The output of the ``check`` stage."""
 
@@ -134,6 +159,7 @@ class CheckedModel:
     pde: PdeInfo | None = None
     unknowns: tuple[UnknownInfo, ...] = ()
     warnings: tuple[Diagnostic, ...] = field(default=())
+    fidelity: FidelityInfo | None = None        # a multi-fidelity model (levels and tagged data)
 
     @property
     def file(self) -> str:

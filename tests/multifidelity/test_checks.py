@@ -1,0 +1,115 @@
+"""Fidelity models: lowering errors (E299, E309, E303), the IR, the exact-GP pieces against numpy."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from msml_dsl.api import compile_source
+from msml_dsl.errors import MsmlError
+
+TWO_LEVELS = """model mf "two levels"
+space x in [0, 1]
+unknown f_lo(x) : gp(kernel=rbf)
+unknown delta(x) : gp(kernel=rbf)
+param rho ~ Normal(1, 1)
+param s ~ HalfNormal(0.1)
+fidelity low = f_lo(x)
+fidelity high = rho * low + delta(x)
+data cheap = csv("lo.csv") fidelity low
+data costly = csv("hi.csv") fidelity high
+observe cheap.y ~ Normal(low, s)
+observe costly.y ~ Normal(high, s)
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    x = np.linspace(0, 1, 9)
+    (tmp_path / "lo.csv").write_text("x,y\n" + "".join(f"{a},{np.sin(6 * a)}\n" for a in x))
+    (tmp_path / "hi.csv").write_text("x,y\n" + "".join(f"{a},{2 * np.sin(6 * a) + a}\n" for a in x[::3]))
+    return tmp_path
+
+
+def compile_text(text, folder):
+    return compile_source(text, "m.msml", device="cpu", base_dir=folder)
+
+
+def test_lowering_builds_levels_in_order_with_data(folder):
+    m = compile_text(TWO_LEVELS, folder)
+    p = m.ir.fidelity
+    assert [lv.name for lv in p.levels] == ["low", "high"] and p.scheme == "joint" and p.top == ("high",)
+    assert p.level("high").linear and p.level("high").stochastic
+    assert p.level("low").data[0].values.size == 9 and p.level("high").data[0].inputs.shape == (3, 1)
+    names = [q.name for q in m.ir.parameters]
+    assert names == ["rho", "s", "f_lo_amplitude", "f_lo_lengthscale", "delta_amplitude", "delta_lengthscale"]
+    data = json.loads(m.ir.to_json())
+    assert data["fidelity"]["levels"][1]["link"] == "low*rho + delta(x)"
+
+
+def test_nonlinear_link_chooses_the_recursive_scheme_and_joint_refuses_it(folder):
+    text = TWO_LEVELS.replace("unknown delta(x)", "unknown delta(low, x)").replace("delta(x)\ndata", "delta(low, x)\ndata")
+    assert compile_text(text, folder).ir.fidelity.scheme == "recursive"
+    with pytest.raises(MsmlError) as info:
+        compile_text(text + "solver gp(scheme=joint)\n", folder)
+    assert info.value.diagnostics[0].code == "E299" and "not linear" in info.value.diagnostics[0].message
+
+
+def test_recursive_scheme_needs_data_where_a_term_is_learned(folder):
+    text = TWO_LEVELS.replace("data cheap = csv(\"lo.csv\") fidelity low\n", "").replace(
+        "observe cheap.y ~ Normal(low, s)\n", "") + "solver gp(scheme=recursive)\n"
+    with pytest.raises(MsmlError) as info:
+        compile_text(text, folder)
+    d = info.value.diagnostics[0]
+    assert d.code == "E299" and "'low' has an unknown term but no data" in d.message and d.span.line == 7
+
+
+def test_rows_outside_the_domain_and_missing_input_columns(folder):
+    (folder / "hi.csv").write_text("x,y\n0.5,1\n1.5,2\n")
+    with pytest.raises(MsmlError) as info:
+        compile_text(TWO_LEVELS, folder)
+    assert info.value.diagnostics[0].code == "E309" and "line 3" in info.value.diagnostics[0].message
+    (folder / "hi.csv").write_text("pos,y\n0.5,1\n")
+    with pytest.raises(MsmlError) as info:
+        compile_text(TWO_LEVELS, folder)
+    assert info.value.diagnostics[0].code == "E303" and "no column 'x'" in info.value.diagnostics[0].message
+
+
+def test_fast_priors_match_the_pyro_backend(folder):
+    from msml_dsl.backends.multifidelity.model import FidelityModel
+
+    model = FidelityModel(compile_text(TWO_LEVELS, folder).ir)
+    z = torch.randn(model.params.dim, dtype=torch.float64)
+    _, _, fast = model.fast.transform(z)
+    values, _, log_det, log_prior = model.params.transform(z[None])
+    assert float(fast) == pytest.approx(float((log_det + log_prior)[0]), rel=1e-12, abs=1e-12)
+
+
+def test_the_joint_likelihood_is_the_kennedy_ohagan_gaussian(folder):
+    """log N(y; 0, C) with C from the AR(1) covariance written out by hand."""
+    from msml_dsl.backends.multifidelity.inference import data_rows
+    from msml_dsl.backends.multifidelity.model import Block, FidelityModel
+
+    model = FidelityModel(compile_text(TWO_LEVELS, folder).ir)
+    rows = data_rows(model)
+    block = Block(model, rows["low"] + rows["high"], [p.name for p in model.ir.parameters], joint=True)
+    z = torch.tensor([0.7, math.log(0.05), math.log(1.3), math.log(0.4), math.log(0.6), math.log(0.9)],
+                     dtype=torch.float64)
+    env, _ = model.unpack(z)
+    got = float(block.log_likelihood(env))
+    xl = rows["low"][0].X[:, 0].numpy()
+    xh = rows["high"][0].X[:, 0].numpy()
+    y = np.concatenate([rows["low"][0].y.numpy(), rows["high"][0].y.numpy()])
+
+    def k(a, b, amp, ell):
+        return amp ** 2 * np.exp(-0.5 * ((a[:, None] - b[None, :]) / ell) ** 2)
+
+    rho, s = 0.7, 0.05
+    C = np.block([[k(xl, xl, 1.3, 0.4), rho * k(xl, xh, 1.3, 0.4)],
+                  [rho * k(xh, xl, 1.3, 0.4), rho ** 2 * k(xh, xh, 1.3, 0.4) + k(xh, xh, 0.6, 0.9)]])
+    C_noise = C + np.eye(len(y)) * (s ** 2 + 1e-8 * np.mean(np.diag(C)) + 1e-12)
+    sign, logdet = np.linalg.slogdet(C_noise)
+    want = -0.5 * y @ np.linalg.solve(C_noise, y) - 0.5 * logdet - 0.5 * len(y) * math.log(2 * math.pi)
+    assert got == pytest.approx(want, rel=1e-9)
