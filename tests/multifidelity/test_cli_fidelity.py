@@ -4,10 +4,12 @@ import csv
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 THREE = """model three "Three levels of one response, each a linear correction of the one below"
 space x in [0, 1]

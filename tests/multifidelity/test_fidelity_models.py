@@ -1,0 +1,73 @@
+"""The three fidelity models in models/: each against its known truth (MAP fits, fixed seeds).
+
+Tolerances are set from the measured values (in the READMEs) with a margin for other BLAS
+builds: the MAP of a few hyperparameters from eight fixed starts is deterministic up to rounding.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msml_dsl.api import compile_file, compile_source
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def forrester_high(x):
+    return (6 * x - 2) ** 2 * np.sin(12 * x - 4)
+
+
+@pytest.fixture(scope="module")
+def forrester():
+    return compile_file(MODELS / "forrester" / "model.msml", device="cpu").run()
+
+
+def test_forrester_beats_the_high_points_alone_tenfold(forrester):
+    x = np.linspace(0, 1, 1000)
+    mf = forrester.evaluate(x, forrester_high(x))
+    src = (MODELS / "forrester" / "model.msml").read_text()
+    only = src.replace("fidelity high = rho * low + delta(x)", "fidelity high = delta(x)")
+    only = only.replace("data cheap = csv(\"low.csv\") fidelity low\n", "").replace(
+        "observe cheap.y ~ Normal(low, s_low)\n", "").replace("fidelity low = f_low(x)\n", "").replace(
+        "unknown f_low(x) : gp(kernel=rbf)\n", "").replace("param rho ~ Normal(1, 2)\n", "").replace(
+        "param s_low ~ HalfNormal(0.01)\n", "")
+    gp = compile_source(only, "only.msml", device="cpu", base_dir=MODELS / "forrester").run()
+    single = gp.evaluate(x, forrester_high(x))
+    assert mf["rmse"] < 0.1                        # measured 0.060 (Emukit's linear model: 0.064)
+    assert single["rmse"] > 10 * mf["rmse"]        # measured 4.5
+    assert forrester.parameters()["rho"]["value"][0] == pytest.approx(2.0, abs=0.05)
+
+
+def test_forrester_prediction_bands_and_next_point(forrester, tmp_path):
+    p = forrester.predict(np.array([0.0, 0.4, 0.75]))
+    assert p.mean[:2] == pytest.approx(forrester_high(np.array([0.0, 0.4])), abs=0.05)
+    assert np.all(p.lower < p.mean) and np.all(p.mean < p.upper)
+    best = forrester.suggest_next(201)[0]
+    assert best.sd >= forrester.predict(np.array([best.x["x"]])).sd[0] - 1e-12
+    assert 0 <= best.x["x"] <= 1
+    forrester.save(tmp_path / "run")
+    assert {"summary.txt", "run.json", "model.msml", "predictions.csv"} <= {q.name for q in (tmp_path / "run").iterdir()}
+
+
+def test_nonlinear_link_beats_the_linear_one():
+    test = pd.read_csv(MODELS / "nonlinear_mf" / "test.csv")
+    nl = compile_file(MODELS / "nonlinear_mf" / "model.msml", device="cpu")
+    lin = compile_file(MODELS / "nonlinear_mf" / "model_linear.msml", device="cpu")
+    assert nl.ir.fidelity.scheme == "recursive" and lin.ir.fidelity.scheme == "joint"
+    e_nl = nl.run().evaluate(test.x.values, test.y.values)
+    e_lin = lin.run().evaluate(test.x.values, test.y.values)
+    assert e_nl["rmse"] < 0.03                     # measured 0.012
+    assert e_lin["rmse"] > 0.3                     # measured 0.41: a linear link cannot square sin(8 pi x)
+    assert e_nl["rmse"] < e_lin["rmse"] / 10
+
+
+def test_pk_coarse_simulation_corrected_by_measurements():
+    truth = pd.read_csv(MODELS / "pk_coarse_fine" / "truth.csv")
+    fit = compile_file(MODELS / "pk_coarse_fine" / "model.msml", device="cpu").run()
+    mf = fit.evaluate(truth.t.values, truth.conc.values)
+    coarse = fit.evaluate(truth.t.values, truth.conc.values, level="coarse")
+    assert mf["rmse"] < 0.35                       # measured 0.24 mg/L
+    assert coarse["rmse"] > 3 * mf["rmse"]         # the 1-hour Euler solve alone: 2.0 mg/L
+    assert 0.9 <= mf["coverage"] <= 1.0            # measured 0.98 on 481 held-out points
