@@ -344,6 +344,13 @@ def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tupl
                     "E299", f"the link of '{lv.name}' is not linear in its unknown terms and the stochastic levels "
                     "below it, so the joint scheme cannot fit it", lv.span, model.file,
                     help="use solver gp(scheme=recursive) (or auto), which fits the levels one after another"))
+    for lv in levels:
+        replaced, dummies = _replace_gp_calls(lv.expression, terms)
+        if decompose(replaced, list(dummies)) is None:
+            problems.append(Diagnostic(
+                "E299", f"the link of '{lv.name}' is not linear in its gp terms, so the level is not a Gaussian "
+                "process", lv.span, model.file,
+                help="write the term outside the nonlinearity (f(x) + ...), or make it an mlp() term"))
     if not any(lv.data for lv in levels):
         problems.append(Diagnostic("E299", "no fidelity level has data to fit", info.levels[-1].span, model.file,
                                    help="tag a data source with a level and observe it"))

@@ -113,3 +113,63 @@ def test_the_joint_likelihood_is_the_kennedy_ohagan_gaussian(folder):
     sign, logdet = np.linalg.slogdet(C_noise)
     want = -0.5 * y @ np.linalg.solve(C_noise, y) - 0.5 * logdet - 0.5 * len(y) * math.log(2 * math.pi)
     assert got == pytest.approx(want, rel=1e-9)
+
+
+def test_a_link_must_be_linear_in_its_own_gp_terms(folder):
+    text = TWO_LEVELS.replace("fidelity high = rho * low + delta(x)", "fidelity high = rho * low + exp(delta(x))")
+    with pytest.raises(MsmlError) as info:
+        compile_text(text, folder)
+    assert info.value.diagnostics[0].code == "E299" and "not linear in its gp terms" in info.value.diagnostics[0].message
+
+
+def test_nuts_over_the_hyperparameters_runs_and_reports_diagnostics(folder):
+    one = """model one "a single level"
+space x in [0, 1]
+unknown f(x) : gp(kernel=matern52)
+param s ~ HalfNormal(0.1)
+fidelity y = f(x)
+data d = csv("lo.csv") fidelity y
+observe d.y ~ Normal(y, s)
+infer nuts(chains=2, warmup=40, draws=40, seed=3)
+"""
+    fit = compile_text(one, folder).run()
+    assert fit.method == "nuts"
+    text = fit.summary()
+    assert "r_hat" in text and "NUTS:" in text
+    p = fit.predict(np.array([0.25, 0.5]))
+    assert np.all(np.abs(p.mean - np.sin(6 * np.array([0.25, 0.5]))) < 0.2)
+
+
+def test_two_outputs_share_a_cheap_level(folder, tmp_path):
+    """Several outputs: two chains of levels over one cheap level; both are predicted and saved."""
+    x = np.linspace(0, 1, 5)
+    (folder / "a.csv").write_text("x,y\n" + "".join(f"{u},{2 * np.sin(6 * u)}\n" for u in x))
+    (folder / "b.csv").write_text("x,y\n" + "".join(f"{u},{-np.sin(6 * u) + u}\n" for u in x))
+    text = """model outputs "two outputs"
+space x in [0, 1]
+unknown f(x) : gp(kernel=rbf)
+unknown da(x) : gp(kernel=rbf)
+unknown db(x) : gp(kernel=rbf)
+param ra ~ Normal(1, 2)
+param rb ~ Normal(1, 2)
+param s ~ HalfNormal(0.01)
+fidelity low = f(x)
+fidelity out_a = ra * low + da(x)
+fidelity out_b = rb * low + db(x)
+data cheap = csv("lo.csv") fidelity low
+data a = csv("a.csv") fidelity out_a
+data b = csv("b.csv") fidelity out_b
+observe cheap.y ~ Normal(low, s)
+observe a.y ~ Normal(out_a, s)
+observe b.y ~ Normal(out_b, s)
+infer map(starts=2, seed=1)
+"""
+    m = compile_text(text, folder)
+    assert m.ir.fidelity.top == ("out_a", "out_b")
+    fit = m.run()
+    u = np.array([0.3, 0.7])
+    assert fit.predict(u, level="out_a").mean == pytest.approx(2 * np.sin(6 * u), abs=0.1)
+    assert fit.predict(u, level="out_b").mean == pytest.approx(-np.sin(6 * u) + u, abs=0.1)
+    fit.save(tmp_path / "run")
+    header = (tmp_path / "run" / "predictions.csv").read_text().splitlines()[0]
+    assert "out_a_mean" in header and "out_b_upper95" in header

@@ -37,16 +37,19 @@ class BlockFit:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def state(self, i: int):
-        """(env, factor) at the i-th prediction draw, computed once."""
+        """(env, factor) at the i-th prediction draw, computed once; the model's current parameter
+        values (read by its kernels and networks) are set to that draw's."""
+        model = self.block.model
         if i not in self._cache:
-            model = self.block.model
             with torch.no_grad():
                 env, _ = model.unpack(torch.as_tensor(self.zs[i], dtype=DTYPE, device=model.device))
                 f = self.block.factor(env)
             if f is None:
                 raise FloatingPointError("the covariance of the fitted Gaussian process is not positive definite")
-            self._cache[i] = (env, f)
-        return self._cache[i]
+            self._cache[i] = (env, f, model._values)
+        env, f, values = self._cache[i]
+        model._values = values
+        return env, f
 
 
 def data_rows(model: FidelityModel) -> dict[str, list[Rows]]:
