@@ -265,12 +265,37 @@ class MapFit:
     n_starts: int
     n_converged: int
 
+    @property
+    def draws(self) -> dict[str, np.ndarray]:
+        """The mode as a single draw of every parameter and derived quantity."""
+        return {k: np.asarray(v)[None] for k, v in {**self.values, **self.derived}.items()}
+
     def summary(self) -> str:
         rows = [f"MAP of {self.model.ir.name}: log density {self.log_density:.3f} "
                 f"({self.n_converged} of {self.n_starts} optimisations converged)"]
         for k, v in {**self.values, **self.derived}.items():
             rows.append(f"  {k:<20} {np.array2string(np.asarray(v), precision=5)}")
-        return "\n".join(rows)
+        text = "\n".join(rows)
+        identified = _identified_text(self)
+        return text + ("\n\n" + identified if identified else "")
+
+    def identified(self):
+        """Each library term as an identified equation (at the mode: inclusion is 0 or 1)."""
+        from msml_dsl.diagnostics.identified import identify_terms
+
+        return identify_terms(self.model.ir, self.draws)
+
+    def identified_model(self) -> str:
+        """The model's source with its library terms made explicit."""
+        from msml_dsl.diagnostics.identified import rewrite_model
+
+        return rewrite_model(self.model.checked.program, self.identified())
+
+    def plot_unknowns(self, folder: str | Path) -> list[Path]:
+        """unknown_NAME.png per unknown term in ``folder``."""
+        from msml_dsl.diagnostics.unknown_plots import plot_unknown_terms
+
+        return plot_unknown_terms(self.model.ir, self.draws, folder)
 
 
 class Fit:
@@ -336,11 +361,39 @@ class Fit:
                 "Run a longer warm-up (warmup= or --warmup), or more draws per chain.", "warning"))
         return found
 
+    def identified(self):
+        """Each library term as an identified equation, with inclusion probabilities and intervals."""
+        from msml_dsl.diagnostics.identified import identify_terms
+
+        return identify_terms(self.model.ir, self.posterior)
+
+    def identified_model(self) -> str:
+        """The model's source with its library terms made explicit (posterior medians)."""
+        from msml_dsl.diagnostics.identified import rewrite_model
+
+        return rewrite_model(self.model.checked.program, self.identified())
+
+    def plot_unknowns(self, folder: str | Path) -> list[Path]:
+        """unknown_NAME.png per unknown term: median and 90 % band over the data's range."""
+        from msml_dsl.diagnostics.unknown_plots import plot_unknown_terms
+
+        return plot_unknown_terms(self.model.ir, self.posterior, folder)
+
+    def evaluate_unknown(self, name: str, **points) -> np.ndarray:
+        """Posterior draws of an unknown term at input values; warns when extrapolating."""
+        from msml_dsl.diagnostics.unknown_plots import evaluate_unknown
+
+        term = next(t for t in self.model.ir.unknowns if t.name == name)
+        return evaluate_unknown(term, self.posterior, points)
+
     def summary(self) -> str:
         """The printed summary: mean, sd, HDI, ESS, R-hat, then warnings with remedies."""
         from msml_dsl.diagnostics import format_summary
 
         text = format_summary(self.summary_table(), self.warnings())
+        identified = _identified_text(self)
+        if identified:
+            text += "\n" + identified + "\n"
         if self.sample.nested_rhat:
             worst = max(self.sample.nested_rhat.values())
             text += (f"\nnested R-hat over {self.sample.settings['superchains']} superchains of "
@@ -359,6 +412,7 @@ class Fit:
         text = source_text if source_text is not None else self.model.checked.program.source
         _atomic_write(folder / "model.msml", text)
         _atomic_write(folder / "run.json", json.dumps(self.run_record(), indent=2, default=_json_safe) + "\n")
+        _save_unknowns(self, folder)
         return folder
 
     def run_record(self) -> dict:
@@ -402,3 +456,23 @@ def _atomic_write(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _identified_text(fit) -> str:
+    if not any(t.kind == "library" for t in fit.model.ir.unknowns):
+        return ""
+    from msml_dsl.diagnostics.identified import format_identified
+
+    return format_identified(fit.identified())
+
+
+def _save_unknowns(fit, folder: Path) -> None:
+    """identified.msml (library terms made explicit) and a plot per unknown term."""
+    if not fit.model.ir.unknowns:
+        return
+    if any(t.kind == "library" for t in fit.model.ir.unknowns):
+        _atomic_write(folder / "identified.msml", fit.identified_model())
+    try:
+        fit.plot_unknowns(folder)
+    except ImportError:  # matplotlib is an optional extra
+        pass
