@@ -42,6 +42,23 @@ class PosteriorSample:
     prior_predictive: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def _quiet_unknown_terms(program, starts: np.ndarray) -> np.ndarray:
+    """Copies of ``starts`` with every unknown term's coefficients at zero (the term switched off).
+
+    Prior draws of a library's coefficients often make the ODE blow up or land in a poor mode;
+    starting from "no missing physics" and letting the data switch terms on is the natural path.
+    """
+    names = [p.name for t in getattr(program.ir, "unknowns", ()) for p in t.parameters
+             if p.name.endswith(("_z", "_beta", "_w"))]
+    if not names or not len(starts):
+        return np.empty((0, program.dim))
+    out = np.array(starts, dtype=float, copy=True)
+    for name in names:
+        site = program.layout[name]
+        out[:, site.offset:site.offset + site.size] = 0.0
+    return out
+
+
 def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np.ndarray:
     """Starting points for n chains: 'map' (Laplace draws at the best MAP), 'prior' or 'uniform'."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
@@ -62,6 +79,7 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np
                                   help="check the priors, bounds and initial values; try init=map")
         return pool[:n]
     starts = np.concatenate([z_prior[:4], z_uniform[:4]])
+    starts = np.concatenate([starts, _quiet_unknown_terms(program, starts[:4])])
     result = find_map(pot, program.dim, starts)
     if not np.isfinite(result.log_density):
         raise InferenceFailed("no starting point with a finite log density was found (every optimisation failed)",
@@ -160,6 +178,7 @@ def map_estimate(program, options: dict) -> tuple[MapResult, dict[str, np.ndarra
     prior = program.sample_prior(o["starts"], seed=o["seed"])
     z_prior = program.to_unconstrained({k: prior[k] for k in program.layout})
     starts = np.concatenate([z_prior, rng.uniform(-2, 2, size=(o["starts"], program.dim))])
+    starts = np.concatenate([starts, _quiet_unknown_terms(program, z_prior)])
 
     def pot(z):
         return program.potential_and_grad(z, jacobian=False)

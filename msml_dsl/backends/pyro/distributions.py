@@ -18,11 +18,35 @@ def make_distribution(name: str, args: list[torch.Tensor]) -> dist.TorchDistribu
     if name == "Beta":
         return dist.Beta(*args)
     if name == "SpikeSlab":
-        p, slab, spike = torch.broadcast_tensors(*args)
-        mix = dist.Categorical(probs=torch.stack([p, 1 - p], -1))
-        return dist.MixtureSameFamily(mix, dist.Normal(torch.zeros_like(p).unsqueeze(-1),
-                                                       torch.stack([slab, spike], -1)))
+        return SpikeSlab(*torch.broadcast_tensors(*args))
     return getattr(dist, name)(*args)
+
+
+class SpikeSlab(dist.TorchDistribution):
+    """p Normal(0, slab) + (1 - p) Normal(0, spike): a continuous spike-and-slab NUTS can move through."""
+
+    arg_constraints: dict = {}
+    support = torch.distributions.constraints.real
+    has_rsample = False
+
+    def __init__(self, p, slab, spike, validate_args=False):
+        self.p, self.slab, self.spike = p, slab, spike
+        super().__init__(p.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        shape = torch.Size(batch_shape)
+        return SpikeSlab(self.p.expand(shape), self.slab.expand(shape), self.spike.expand(shape))
+
+    def log_prob(self, value):
+        a = torch.log(self.p) + dist.Normal(0.0, self.slab).log_prob(value)
+        b = torch.log1p(-self.p) + dist.Normal(0.0, self.spike).log_prob(value)
+        return torch.logaddexp(a, b)
+
+    def sample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            pick = torch.rand(shape, dtype=self.p.dtype, device=self.p.device) < self.p
+            return torch.randn(shape, dtype=self.p.dtype, device=self.p.device) * torch.where(pick, self.slab, self.spike)
 
 
 class Truncated(dist.TorchDistribution):
