@@ -130,10 +130,35 @@ def train_map(model: PinnModel, z: torch.nn.Parameter, solver: dict, progress=No
                                                  create_graph=phase != "eval")
         return -(sum(terms.values()) + log_prior)[0] / n_total
 
-    params = [*model.networks.parameters()] + ([z] if z.numel() else [])
-    return train(loss_fn, params, adam_steps=solver["adam_steps"], lr=solver["lr"], lbfgs_steps=solver["lbfgs_steps"],
-                 tol=solver["tol"], check_every=solver["check_every"], lr_decay=solver["lr_decay"], progress=progress,
-                 before_step=before if (coll.resample_every or refine_at) else None)
+    nets = [*model.networks.parameters()]
+    params = nets + ([z] if z.numel() else [])
+    hook = before if (coll.resample_every or refine_at) else None
+    common = dict(lr=solver["lr"], tol=solver["tol"], check_every=solver["check_every"], lr_decay=solver["lr_decay"])
+    adam, lbfgs = solver["adam_steps"], solver["lbfgs_steps"]
+    freeze = solver.get("freeze_params", 0) if z.numel() else 0
+    if freeze <= 0:
+        return train(loss_fn, params, adam_steps=adam, lbfgs_steps=lbfgs, progress=progress, before_step=hook, **common)
+    # Two stages: the networks alone (physical parameters at their start), then everything together.
+    adam1, lbfgs1 = min(freeze, adam), min(max(0, freeze - adam), lbfgs)
+    total = adam + lbfgs
+
+    def shifted(offset):
+        return None if progress is None else (lambda step, _total, loss: progress(offset + step, total, loss))
+
+    first = train(loss_fn, nets, adam_steps=adam1, lbfgs_steps=lbfgs1, progress=shifted(0), before_step=hook,
+                  **common)
+    done = first.adam_steps + first.lbfgs_steps
+    second = train(loss_fn, params, adam_steps=adam - adam1, lbfgs_steps=lbfgs - lbfgs1, progress=shifted(done),
+                   before_step=None if hook is None else (lambda step: hook(step + adam1)), **common)
+    return TrainingHistory(
+        steps=first.steps + [done + s for s in second.steps], loss=first.loss + second.loss,
+        phase=[f"{p} (parameters fixed)" for p in first.phase] + second.phase,
+        adam_steps=first.adam_steps + second.adam_steps, lbfgs_steps=first.lbfgs_steps + second.lbfgs_steps,
+        stopped_early=[f"{m} (parameters fixed)" for m in first.stopped_early] + second.stopped_early
+        + [f"the physical parameters stayed at their starting values for the first {done} training steps "
+           f"(freeze_params={freeze})"],
+        seconds={"adam": first.seconds.get("adam", 0) + second.seconds.get("adam", 0),
+                 "lbfgs": first.seconds.get("lbfgs", 0) + second.seconds.get("lbfgs", 0)})
 
 
 def fit_svi(model: PinnModel, z: torch.nn.Parameter, solver: dict, opts: dict, progress=None):

@@ -8,6 +8,8 @@ ready to broadcast against residuals at n points as (S, 1).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 from torch.distributions import biject_to
@@ -16,6 +18,19 @@ from msml_dsl.backends.pyro.distributions import constant_log_normalizer
 from msml_dsl.backends.pyro.program import PyroProgram, TorchExpressions
 
 DTYPE = torch.float64
+
+
+@contextlib.contextmanager
+def _unvalidated():
+    """Log densities without torch's support check: a far unconstrained point whose transform
+    under- or overflows to the support's edge (exp(-800) = 0 for a positive parameter) gets a
+    log density of -inf (see transform), which line searches and samplers reject, instead of a ValueError."""
+    before = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(before)
 
 
 class PhysicalParameters:
@@ -66,11 +81,14 @@ class PhysicalParameters:
             zs = z[:, off:off + size]
             if not p.shape:
                 zs = zs[:, 0]
-            d = self._prior(p, sym_env, n)
-            t = biject_to(d.support)
-            v = t(zs)
-            ld = t.log_abs_det_jacobian(zs, v)
-            lp = d.log_prob(v)
+            with _unvalidated():
+                d = self._prior(p, sym_env, n)
+                t = biject_to(d.support)
+                v = t(zs)
+                ld = t.log_abs_det_jacobian(zs, v)
+                lp = d.log_prob(v)
+            # at the edge itself a density's log can be nan (LogNormal at 0: -inf + inf): it is -inf
+            lp = torch.where(torch.isnan(lp), torch.full_like(lp, -torch.inf), lp)
             if p.shape:
                 ld, lp = ld.reshape(n, -1).sum(-1), lp.reshape(n, -1).sum(-1)
             log_det, log_prior = log_det + ld, log_prior + lp

@@ -33,6 +33,10 @@ PINN_OPTIONS: dict[str, dict] = {
     "output_scale": {"type": bool, "default": True,
                      "help": "scale each field's output by its data range (or its boundary/initial values)"},
     "seed": {"type": int, "default": 0, "help": "seed of the network weights and of random collocation"},
+    "freeze_params": {"type": int, "default": 0, "min": 0,
+                      "help": "the first N training steps (Adam steps, then L-BFGS iterations) keep the physical "
+                              "parameters at their starting values (prior medians): the networks first fit the "
+                              "data and the physics, then everything trains together (0: from the start)"},
     "default_scale": {"type": float, "default": 0.01, "min": 0.0,
                       "help": "scale of a physics term (pde, boundary, initial) that no `physics` line sets"},
 }
