@@ -143,3 +143,68 @@ def test_chees_from_the_command_line(tiny, tmp_path):
     assert "nested R-hat over 4 superchains" in r.stdout
     record = json.loads((tmp_path / "chees" / "run.json").read_text())
     assert record["method"] == "chees" and "mu" in record["nested_rhat"]
+
+
+PINN_ROD = """model rod_cli "Steady heat in a rod with a uniform source: infer the conductivity"
+space x in [0, 1]                        # no time: a steady problem
+field u(x) : mlp(hidden=[16, 16], activation=tanh)
+param k ~ LogNormal(0, 1)
+equation k * der(u, x, x) + 2 = 0        # u = x (1 - x) / k
+boundary u(0) = 0
+boundary der(u, x)(1) = -1 / k
+data d = csv("rod.csv")
+observe d.u ~ Normal(u, 0.01)
+collocation 200 sobol
+physics pde ~ Normal(0, 0.01)
+solver pinn(adam_steps=100, lbfgs_steps=50, lr=0.003)
+"""
+
+
+@pytest.fixture
+def pinn_rod(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.random(40)
+    u = x * (1 - x) / 0.5 + 0.01 * rng.standard_normal(40)          # k = 0.5
+    (tmp_path / "rod.csv").write_text("x,u\n" + "".join(f"{a:.6f},{b:.6f}\n" for a, b in zip(x, u)))
+    (tmp_path / "rod.msml").write_text(PINN_ROD)
+    return tmp_path / "rod.msml"
+
+
+def test_pinn_model_runs_from_the_command_line_with_laplace_by_default(pinn_rod, tmp_path):
+    out = tmp_path / "pinn_run"
+    r = msml("run", pinn_rod, "--out", out, "--quiet", "--threads", "1", "--seed", "2",
+             "--solver-option", "adam_steps=500", "--solver-option", "lbfgs_steps=200")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "inference laplace" in r.stdout                     # no infer statement: laplace, not nuts
+    assert "w/point" in r.stdout and "w on mean r^2" in r.stdout
+    for term in ("pde", "boundary (default scale)", "d.u (Normal)"):
+        assert term in r.stdout, term
+    assert {p.name for p in out.iterdir()} == {"posterior.nc", "summary.txt", "run.json", "networks.pt", "model.msml"}
+    record = json.loads((out / "run.json").read_text())
+    assert record["method"] == "laplace" and record["settings"]["infer"]["seed"] == 2
+    assert {row["term"] for row in record["term_weights"]} == {"pde", "boundary", "d.u"}
+    pde = next(row for row in record["term_weights"] if row["term"] == "pde")
+    assert pde["weight_per_point"] == pytest.approx(1 / (2 * 0.01 ** 2))
+    assert record["settings"]["solver"]["adam_steps"] == 500 and record["settings"]["solver"]["lr"] == 0.003
+    assert (out / "model.msml").read_text() == PINN_ROD
+    from msml_dsl.diagnostics import get_group, load_netcdf
+    k = get_group(load_netcdf(out / "posterior.nc"), "posterior")["k"]
+    assert abs(float(k.mean()) - 0.5) < 0.03                     # 700 training steps: near the truth (0.506)
+
+
+def test_pinn_run_rejects_options_its_method_does_not_take(pinn_rod):
+    r = msml("run", pinn_rod, "--chains", "2", "--quiet")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "E261" in r.stderr and "--chains" in r.stderr and "laplace" in r.stderr
+    r = msml("run", pinn_rod, "--solver-option", "adam_step=10", "--quiet")
+    assert r.returncode == 2 and "E261" in r.stderr and "did you mean 'adam_steps'" in r.stderr
+    r = msml("run", pinn_rod, "--method", "laplace", "--draws", "0", "--quiet")
+    assert r.returncode == 2 and "E262" in r.stderr and "draws" in r.stderr
+    r = msml("run", pinn_rod, "--method", "chees", "--quiet")
+    assert r.returncode == 2 and "E263" in r.stderr
+
+
+def test_laplace_on_an_ode_model_is_a_clear_error(tiny):
+    r = msml("run", tiny, "--method", "laplace", "--quiet")
+    assert r.returncode == 2 and "E263" in r.stderr and "Traceback" not in r.stderr
