@@ -17,11 +17,7 @@ both paths give the same density and gradient.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +26,7 @@ import numpy as np
 import sympy
 
 from msml_dsl.backends.pyro.ode_solver import _emit_assignments as emit_assignments
-from msml_dsl.backends.pyro.ode_solver import _KernelPrinter
+from msml_dsl.backends.pyro.ode_solver import _KernelPrinter, import_generated_module, kernel_cache_dir  # noqa: F401
 from msml_dsl.ir.model_ir import ModelIR
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -156,11 +152,6 @@ from msml_dsl.backends.pyro.compiled_density import digamma
 """
 
 
-def kernel_cache_dir() -> Path:
-    """Where generated kernels and numba's compiled code are kept (``MSML_CACHE_DIR`` overrides)."""
-    return Path(os.environ.get("MSML_CACHE_DIR") or Path.home() / ".cache" / "msml") / "kernels"
-
-
 def load_kernels(source: str, names: tuple[str, ...]) -> list:
     """Compile generated functions with numba, cached on disk by the source's hash.
 
@@ -174,18 +165,7 @@ def load_kernels(source: str, names: tuple[str, ...]) -> list:
     for name in names:
         decorated = decorated.replace(f"def {name}(", f"@numba.njit(cache=True, error_model='numpy')\ndef {name}(")
     try:
-        folder = kernel_cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{module_name}.py"
-        if not path.exists():
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(_KERNEL_HEADER + decorated)
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # numba's cache finds the functions' globals through it
-        spec.loader.exec_module(module)
+        module = import_generated_module(module_name, _KERNEL_HEADER + decorated)
         return [getattr(module, n) for n in names]
     except (OSError, RuntimeError):  # no writable cache folder (or no home directory): compile in memory
         namespace = {"np": np, "math": math, "digamma": digamma}

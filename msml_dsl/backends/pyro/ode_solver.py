@@ -1025,8 +1025,30 @@ from msml_dsl.backends.pyro.ode_solver import _SIG_F, _SIG_FJ
 """
 
 
-def _cache_folder() -> Path:
+def kernel_cache_dir() -> Path:
+    """Where generated kernels and numba's compiled code are kept (``MSML_CACHE_DIR`` overrides)."""
     return Path(os.environ.get("MSML_CACHE_DIR") or Path.home() / ".cache" / "msml") / "kernels"
+
+
+def import_generated_module(module_name: str, text: str):
+    """Write generated code to the kernel cache (once, atomically) and import it from there.
+
+    numba's ``cache=True`` needs a real file, and finds the functions' globals through
+    ``sys.modules``. Raises OSError or RuntimeError without a writable cache folder.
+    """
+    folder = kernel_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{module_name}.py"
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _cached_source(time, states, params, rhs):
@@ -1037,7 +1059,7 @@ def _cached_source(time, states, params, rhs):
                     + [sympy.srepr(r) for r in rhs])
     digest = hashlib.sha256(Path(__file__).read_bytes() + key.encode()).hexdigest()[:20]
     try:
-        path = _cache_folder() / f"msml_ode_source_{digest}.json"
+        path = kernel_cache_dir() / f"msml_ode_source_{digest}.json"
         if path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))
             return data["source"], data["has_t"], np.asarray(data["jac_pattern"], dtype=np.int64)
@@ -1045,7 +1067,7 @@ def _cached_source(time, states, params, rhs):
         pass
     src, has_t, jac_pattern = _generate_source(time, states, params, rhs)
     try:
-        folder = _cache_folder()
+        folder = kernel_cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -1070,18 +1092,7 @@ def _compile_kernels(src: str):
     digest = hashlib.sha256(numba.__version__.encode() + _CFUNC_HEADER.encode() + decorated.encode()).hexdigest()[:20]
     module_name = f"msml_ode_{digest}"
     try:
-        folder = _cache_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{module_name}.py"
-        if not path.exists():
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(_CFUNC_HEADER + decorated)
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        module = import_generated_module(module_name, _CFUNC_HEADER + decorated)
         return module.f_only, module.f_jac, module.t_deriv
     except (OSError, RuntimeError):  # no writable cache folder: compile in memory
         ns = {"math": math, "min": min, "max": max, "abs": abs}
