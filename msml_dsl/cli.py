@@ -40,24 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("model", help="path to a .msml file")
 
     p_compile = sub.add_parser("compile", help="print a compiler stage: the AST, the IR or the Pyro program")
-    p_compile.add_argument("model")
-    p_compile.add_argument("--emit", choices=["ast", "ir", "pyro"], default="ir")
+    p_compile.add_argument("model", help="path to a .msml file")
+    p_compile.add_argument("--emit", choices=["ast", "ir", "pyro"], default="ir", help="which stage to print (ir)")
 
     p_run = sub.add_parser("run", help="fit the model (what its 'infer' statement says) and save the results",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p_run.add_argument("model")
+    p_run.add_argument("model", help="path to a .msml file")
     p_run.add_argument("--method", choices=["nuts", "chees", "map", "laplace", "svi"],
                        help="override the file's inference method (chees: many chains in lockstep; laplace and "
                             "svi: PDE models with solver pinn)")
-    p_run.add_argument("--chains", type=int)
+    p_run.add_argument("--chains", type=int, help="number of chains, run as one batch")
     p_run.add_argument("--superchains", type=int, help="chees: groups of chains sharing a start (nested R-hat)")
-    p_run.add_argument("--warmup", type=int)
-    p_run.add_argument("--draws", type=int)
-    p_run.add_argument("--seed", type=int)
-    p_run.add_argument("--target-accept", type=float, dest="target_accept")
-    p_run.add_argument("--max-tree-depth", type=int, dest="max_tree_depth")
-    p_run.add_argument("--metric", choices=["diag", "dense"])
-    p_run.add_argument("--init", choices=["map", "prior", "uniform"])
+    p_run.add_argument("--warmup", type=int, help="adaptation iterations per chain (discarded)")
+    p_run.add_argument("--draws", type=int, help="kept draws per chain")
+    p_run.add_argument("--seed", type=int, help="random seed: the same seed gives the same draws on the same machine")
+    p_run.add_argument("--target-accept", type=float, dest="target_accept",
+                       help="step-size adaptation target (0.8; raise it when transitions diverge)")
+    p_run.add_argument("--max-tree-depth", type=int, dest="max_tree_depth", help="NUTS tree depth limit (10)")
+    p_run.add_argument("--metric", choices=["diag", "dense"], help="mass matrix adapted during warm-up")
+    p_run.add_argument("--init", choices=["map", "prior", "uniform"], help="where chains start")
     p_run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE", dest="solver_option",
                        help="PDE models with solver pinn: override an option of solver pinn(...), e.g. "
                             "--solver-option adam_steps=500 (repeatable)")
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_suggest = sub.add_parser("suggest", help="fit a model with fidelity levels and say where a new measurement of "
                                                "the highest level would help most")
-    p_suggest.add_argument("model")
+    p_suggest.add_argument("model", help="path to a .msml file with fidelity levels")
     p_suggest.add_argument("--candidates", type=int, default=1024, help="candidate points over the inputs (1024)")
     p_suggest.add_argument("--level", help="the level to measure (default: the highest level with data)")
     p_suggest.add_argument("--criterion", choices=["variance", "eig", "imse"], default="variance",
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "variance reduction (joint scheme)")
     p_suggest.add_argument("--top", type=int, default=5, help="how many candidates to list (5)")
     p_suggest.add_argument("--method", choices=["map", "nuts"], help="override the file's inference method")
-    p_suggest.add_argument("--seed", type=int)
+    p_suggest.add_argument("--seed", type=int, help="random seed")
     p_suggest.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     return parser
 
