@@ -32,7 +32,7 @@ INFER_OPTIONS: dict[str, dict[str, type]] = {
     "chees": {"chains": int, "superchains": int, "warmup": int, "draws": int, "seed": int, "target_accept": float,
               "init": str, "thin": int},
 }
-METRICS = ("diag", "dense")
+METRICS = ("auto", "diag", "dense")
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "sin", "gelu", "softplus", "silu", "elu")
 KERNELS = ("rbf", "matern32", "matern52", "periodic")
 REPRESENTATIONS = {"field": ("mlp",), "unknown": ("mlp", "gp", "library")}
@@ -811,7 +811,7 @@ class _Checker:
             self.bag.error("E262", "option 'lr' must be positive", _kw_span(m, "lr"))
         if "metric" in o and o["metric"] not in METRICS:
             self.bag.error("E262", f"unknown metric '{o['metric']}'", _kw_span(m, "metric"),
-                           help=did_you_mean(o["metric"], METRICS) or "metrics: diag, dense")
+                           help=did_you_mean(o["metric"], METRICS) or "metrics: auto, diag, dense")
         if "init" in o and o["init"] not in INITS:
             self.bag.error("E262", f"unknown init '{o['init']}'", _kw_span(m, "init"),
                            help=did_you_mean(o["init"], INITS) or "inits: " + ", ".join(INITS))
