@@ -125,7 +125,7 @@ class CompiledModel:
         method = overrides.pop("method", None) or self.checked.inference.method
         options = {**dict(self.checked.inference.options), **overrides}
         if method == "map":
-            return self.map(**{k: v for k, v in options.items() if k in ("seed", "starts", "max_iter")})
+            return self.map(**{k: v for k, v in options.items() if k in ("seed", "starts", "max_iter", "init")})
         if method == "svi":
             from msml_dsl.errors import Diagnostic, UnsupportedFeature
             from msml_dsl.syntax.ast import InferDecl
@@ -239,11 +239,13 @@ class CompiledModel:
         sample.timings["compile_s"] = compile_s
         return Fit(self, sample)
 
-    def map(self, seed: int = 1, starts: int = 8, max_iter: int = 1000) -> "MapFit":
-        """The posterior mode from several L-BFGS starts."""
+    def map(self, seed: int = 1, starts: int = 8, max_iter: int = 1000, init: str = "map") -> "MapFit":
+        """The posterior mode from several L-BFGS starts (``init="derivatives"``: only from library
+        coefficients fitted to smoothed derivatives of the observed states)."""
         from msml_dsl.inference.runner import map_estimate
 
-        result, values = map_estimate(self.program, {"seed": seed, "starts": starts, "max_iter": max_iter})
+        result, values = map_estimate(self.program, {"seed": seed, "starts": starts, "max_iter": max_iter,
+                                                     "init": init})
         derived = self.program.evaluate_draws({k: v[None] for k, v in values.items()}, seed=seed,
                                               predictive=False)["derived"]
         return MapFit(self, values, {k: v[0] for k, v in derived.items()}, result.log_density,

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--max-tree-depth", type=int, dest="max_tree_depth", help="NUTS tree depth limit (10)")
     p_run.add_argument("--metric", choices=["auto", "diag", "dense"],
                        help="mass matrix adapted during warm-up (auto: dense up to 50 parameters)")
-    p_run.add_argument("--init", choices=["map", "prior", "uniform"], help="where chains start")
+    p_run.add_argument("--init", choices=["map", "prior", "uniform", "derivatives"],
+                       help="where chains start (derivatives: optimise only from library coefficients fitted "
+                            "to smoothed derivatives)")
     p_run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE", dest="solver_option",
                        help="PDE models with solver pinn: override an option of solver pinn(...), e.g. "
                             "--solver-option adam_steps=500 (repeatable)")

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from msml_dsl.errors import InferenceFailed
+from msml_dsl.inference.library_warm_start import warm_starts
 from msml_dsl.inference.nuts import NutsResult, run_nuts
 from msml_dsl.inference.optimize import MapResult, find_map, laplace_starts
 
@@ -64,11 +65,25 @@ def _quiet_unknown_terms(program, starts: np.ndarray) -> np.ndarray:
     return out
 
 
+def _with_warm_starts(program, starts: np.ndarray, quiet: np.ndarray, how: str, notes: list[str]) -> np.ndarray:
+    """The optimiser's starts plus copies with library coefficients from smoothed derivatives
+    (library_warm_start.py); with ``how='derivatives'`` those copies alone, when there are any."""
+    warm = warm_starts(program, starts[:4], notes)
+    warm = np.unique(warm, axis=0) if len(warm) else warm
+    if how == "derivatives":
+        if len(warm):
+            return warm
+        notes.append("init=derivatives: no library term sits in an equation whose states are all observed "
+                     "directly, so the optimisation starts as with init=map")
+    return np.concatenate([starts, quiet, warm])
+
+
 def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np.ndarray:
-    """Starting points for n chains: 'map' (Laplace draws at the best MAP), 'prior' or 'uniform'."""
+    """Starting points for n chains: 'map' (Laplace draws at the best MAP), 'prior', 'uniform', or
+    'derivatives' (like 'map', optimising only from library coefficients fitted to smoothed derivatives)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     pot = program.potential_and_grad
-    if how in ("prior", "map"):
+    if how in ("prior", "map", "derivatives"):
         prior_draws = program.sample_prior(max(4 * n, 16), seed=seed)
         z_prior = program.to_unconstrained({k: prior_draws[k] for k in program.layout})
         u, _ = pot(z_prior)
@@ -84,7 +99,7 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np
                                   help="check the priors, bounds and initial values; try init=map")
         return pool[:n]
     starts = np.concatenate([z_prior[:4], z_uniform[:4]])
-    starts = np.concatenate([starts, _quiet_unknown_terms(program, starts[:4])])
+    starts = _with_warm_starts(program, starts, _quiet_unknown_terms(program, starts[:4]), how, notes)
     result = find_map(pot, program.dim, starts)
     if not np.isfinite(result.log_density):
         raise InferenceFailed("no starting point with a finite log density was found (every optimisation failed)",
@@ -195,7 +210,7 @@ def map_estimate(program, options: dict) -> tuple[MapResult, dict[str, np.ndarra
     prior = program.sample_prior(o["starts"], seed=o["seed"])
     z_prior = program.to_unconstrained({k: prior[k] for k in program.layout})
     starts = np.concatenate([z_prior, rng.uniform(-2, 2, size=(o["starts"], program.dim))])
-    starts = np.concatenate([starts, _quiet_unknown_terms(program, z_prior)])
+    starts = _with_warm_starts(program, starts, _quiet_unknown_terms(program, z_prior), o.get("init", "map"), [])
 
     def pot(z):
         return program.potential_and_grad(z, jacobian=False)

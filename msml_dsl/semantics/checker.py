@@ -27,7 +27,7 @@ SOLVER_OPTIONS = {"rtol": float, "atol": float, "max_steps": int}
 INFER_OPTIONS: dict[str, dict[str, type]] = {
     "nuts": {"chains": int, "warmup": int, "draws": int, "seed": int, "target_accept": float,
              "max_tree_depth": int, "metric": str, "init": str, "thin": int},
-    "map": {"seed": int, "starts": int, "max_iter": int},
+    "map": {"seed": int, "starts": int, "max_iter": int, "init": str},
     "svi": {"steps": int, "lr": float, "seed": int, "draws": int},
     "chees": {"chains": int, "superchains": int, "warmup": int, "draws": int, "seed": int, "target_accept": float,
               "init": str, "thin": int},
@@ -37,7 +37,7 @@ ACTIVATIONS = ("tanh", "relu", "sigmoid", "sin", "gelu", "softplus", "silu", "el
 KERNELS = ("rbf", "matern32", "matern52", "periodic")
 REPRESENTATIONS = {"field": ("mlp",), "unknown": ("mlp", "gp", "library")}
 COLLOCATION_METHODS = ("sobol", "halton", "uniform", "grid")
-INITS = ("map", "prior", "uniform")
+INITS = ("map", "prior", "uniform", "derivatives")
 
 # Statements that parse and check but have no backend yet (later issues).
 _LATER: dict = {}

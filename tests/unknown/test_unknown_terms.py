@@ -22,15 +22,6 @@ observe d.x ~ Normal(x, sigma)
 """
 
 
-@pytest.fixture
-def decay_data(tmp_path):
-    rng = np.random.default_rng(3)
-    t = np.linspace(0.25, 6, 24)
-    x = 2 * np.exp(-0.5 * t)            # truth: f(x) = -0.5 x
-    (tmp_path / "d.csv").write_text("t,x\n" + "".join(f"{a},{b + 0.01 * rng.normal()}\n" for a, b in zip(t, x)))
-    return tmp_path
-
-
 def _compile(folder, library="poly(x, degree=2)", sparsity="laplace(1)"):
     return msml_dsl.compile_source(DECAY.format(library=library, sparsity=sparsity), base_dir=folder)
 
