@@ -415,6 +415,10 @@ class Fit:
         _atomic_write(folder / "model.msml", text)
         _atomic_write(folder / "run.json", json.dumps(self.run_record(), indent=2, default=_json_safe) + "\n")
         _save_unknowns(self, folder)
+        if getattr(self.model.ir, "pde", None) is not None:   # method of lines: the fields on its grid
+            from msml_dsl.diagnostics.pde_fields import save_mol_fields
+
+            save_mol_fields(self, folder)
         return folder
 
     def run_record(self) -> dict:

@@ -180,7 +180,8 @@ def test_pinn_model_runs_from_the_command_line_with_laplace_by_default(pinn_rod,
     assert "w/point" in r.stdout and "w on mean r^2" in r.stdout
     for term in ("pde", "boundary (default scale)", "d.u (Normal)"):
         assert term in r.stdout, term
-    assert {p.name for p in out.iterdir()} == {"posterior.nc", "summary.txt", "run.json", "networks.pt", "model.msml"}
+    assert {p.name for p in out.iterdir()} == {"posterior.nc", "summary.txt", "run.json", "networks.pt", "model.msml",
+                                              "fields.nc"}
     record = json.loads((out / "run.json").read_text())
     assert record["method"] == "laplace" and record["settings"]["infer"]["seed"] == 2
     assert {row["term"] for row in record["term_weights"]} == {"pde", "boundary", "d.u"}

@@ -53,7 +53,7 @@ _PDE_STATEMENTS = (ast.SpaceDecl, ast.FieldDecl, ast.BoundaryDecl, ast.InitialDe
 
 PDE_SOLVERS = ("pinn", "mol")
 MOL_OPTIONS = {"points": "ints", "method": str, "rtol": float, "atol": float, "max_steps": int,
-               "steady_time": float}
+               "steady_time": float, "scheme": {"type": str, "choices": ("central", "upwind1", "upwind2")}}
 MOL_METHODS = ("rk45", "stiff", "auto")
 FIELD_OPTIONS = {"hidden": "ints", "activation": str, "fourier_features": int, "fourier_scale": float}
 COLLOCATION_OPTIONS = {"boundary": int, "initial": int, "resample": int, "adaptive": int, "rounds": int,
@@ -930,6 +930,12 @@ class _Checker:
             if missing:
                 self.bag.error("E291", f"the method of lines needs every field on the whole grid; '{f.name}' "
                                f"does not depend on {', '.join(missing)}", f.span)
+        for d in self.p.of_type(ast.DeriveDecl):
+            for node in iter_expr(d.value):
+                if isinstance(node, ast.Call) and self.kind(node.func.id) == "field":
+                    self.bag.error("E293", f"a derived quantity cannot evaluate the field '{node.func.id}' with the "
+                                   "method of lines", node.span,
+                                   help="use solver pinn() for it, or read the field from fields.nc in the run folder")
 
     # ------------------------------------------------------------ unknown terms
     def check_unknowns(self) -> tuple[UnknownInfo, ...]:

@@ -186,8 +186,13 @@ class _ExprBuilder:
             self._record_point(e.target.args[0].id, e.args)
             return value
         if isinstance(e, ast.Call) and e.func.id in self.fields:
+            applied, args = self.fields[e.func.id]
+            if self.points is None and any(not (isinstance(p, ast.Name) and p.id == a.name)
+                                           for a, p in zip(args, e.args)):
+                # outside a condition (a derived quantity): the field at that point, u(0.5, 1)
+                return applied.func(*[self.build(p) for p in e.args])
             self._record_point(e.func.id, e.args)
-            return self.fields[e.func.id][0]
+            return applied
         if isinstance(e, ast.Call) and e.func.id in SYMPY_FUNCTIONS:
             return SYMPY_FUNCTIONS[e.func.id](*[self.build(a) for a in e.args])
         if isinstance(e, ast.Call):

@@ -177,3 +177,107 @@ def test_third_derivative_needs_pinn(probe):
     with pytest.raises(MsmlError) as info:
         compile_source(src, base_dir=probe)
     assert any(d.code == "E293" and "second order" in d.message for d in info.value.diagnostics)
+
+
+# --------------------------------------------------------------------------- upwinding
+ADVECTION = """
+model adv
+space x in [-1, 1]
+time t in [0, 0.5]
+field u(x, t) : mlp()
+param a ~ Normal(1, 1)
+param nu ~ LogNormal(-6, 1)
+equation der(u, t) + {advection} = nu * der(u, x, x)
+boundary u(-1, t) = u(1, t)
+initial u(x, 0) = sin(pi * x)
+data d = csv("d.csv")
+observe d.u ~ Normal(u, 0.1)
+solver mol(points={n}, scheme={scheme}, method=rk45, rtol=1e-10, atol=1e-12)
+"""
+
+
+def _advection(tmp_path, n, scheme, advection="a * der(u, x)"):
+    (tmp_path / "d.csv").write_text("x,t,u\n0.0,0.5,0.5\n")
+    return compile_source(ADVECTION.format(n=n, scheme=scheme, advection=advection), base_dir=tmp_path)
+
+
+def _rates(model, u, **values):
+    """The discretised right-hand side at states u (no compilation: the IR's SymPy expressions)."""
+    import sympy
+
+    ode = model.ir.ode
+    env = {s: float(v) for s, v in zip(ode.states, u)}
+    env.update({e: values[e.name] for e in ode.parameters})
+    return np.array([float(sympy.sympify(r).xreplace(env)) for r in ode.rhs])
+
+
+@pytest.mark.parametrize("a", [1.0, -1.0])
+def test_upwind_stencils_take_the_side_the_flow_comes_from(tmp_path, a):
+    n = 10
+    h = 2 / n
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal(n)
+    back, fwd = np.roll(u, 1), np.roll(u, -1)
+    back2, fwd2 = np.roll(u, 2), np.roll(u, -2)
+    diffusion = 0.01 * (fwd - 2 * u + back) / h ** 2
+    first = (u - back) / h if a > 0 else (fwd - u) / h
+    got = _rates(_advection(tmp_path, n, "upwind1"), u, a=a, nu=0.01)
+    np.testing.assert_allclose(got, -a * first + diffusion, rtol=1e-12, atol=1e-12)
+    second = (3 * u - 4 * back + back2) / (2 * h) if a > 0 else (-3 * u + 4 * fwd - fwd2) / (2 * h)
+    got = _rates(_advection(tmp_path, n, "upwind2"), u, a=a, nu=0.01)
+    np.testing.assert_allclose(got, -a * second + diffusion, rtol=1e-12, atol=1e-12)
+    central = (fwd - back) / (2 * h)
+    got = _rates(_advection(tmp_path, n, "central"), u, a=a, nu=0.01)
+    np.testing.assert_allclose(got, -a * central + diffusion, rtol=1e-12, atol=1e-12)
+
+
+def test_burgers_upwinding_uses_the_local_velocity(tmp_path):
+    # u u_x: the velocity is u at each node, so the difference is backward where u > 0, forward where u < 0
+    n = 10
+    h = 2 / n
+    u = np.array([0.5, -0.3, 0.8, 0.1, -0.9, -0.2, 0.4, 0.7, -0.6, 0.3])
+    back, fwd = np.roll(u, 1), np.roll(u, -1)
+    first = np.where(u > 0, (u - back) / h, (fwd - u) / h)
+    got = _rates(_advection(tmp_path, n, "upwind1", advection="a * u * der(u, x)"), u, a=1.0, nu=0.0)
+    np.testing.assert_allclose(got, -u * first, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_upwind_schemes_converge_at_their_orders(tmp_path):
+    # u_t + u_x = 0.001 u_xx, periodic, u(x, 0) = sin(pi x): u = exp(-0.001 pi^2 t) sin(pi (x - t)).
+    # Measured (benchmarks/README.md): central 2.00, upwind1 0.95 and 0.98, upwind2 2.00 (40, 80, 160 nodes).
+    orders = {}
+    for scheme in ("central", "upwind1", "upwind2"):
+        errors = []
+        for n in (40, 80, 160):
+            m = _advection(tmp_path, n, scheme)
+            sol = _solve(m, a=1.0, nu=0.001)[-1]
+            x = -1 + 2 * np.arange(n) / n
+            T = m.ir.ode.output_times[-1]
+            errors.append(np.abs(sol - np.exp(-0.001 * math.pi ** 2 * T) * np.sin(math.pi * (x - T))).max())
+        orders[scheme] = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    assert np.all(orders["central"] > 1.9), orders
+    assert np.all((orders["upwind1"] > 0.85) & (orders["upwind1"] < 1.15)), orders
+    assert np.all(orders["upwind2"] > 1.9), orders
+
+
+def test_run_folder_has_the_fields_on_the_grid_and_a_posterior_predictive(probe, tmp_path):
+    import xarray as xr
+
+    from msml_dsl.diagnostics import get_group, load_netcdf
+
+    (probe / "probe.csv").write_text("x,t,u\n" + "".join(
+        f"{x},{t},{math.exp(-0.3 * math.pi ** 2 * t) * math.sin(math.pi * x) + 0.01 * e}\n"
+        for (x, t), e in zip([(x, t) for t in (0.1, 0.25, 0.5) for x in np.linspace(0.1, 0.9, 5)],
+                             np.random.default_rng(1).standard_normal(15))))
+    m = _heat(probe, 11)
+    fit = m.sample(chains=2, warmup=150, draws=100, seed=1)
+    folder = fit.save(tmp_path / "run")
+    ds = xr.open_dataset(folder / "fields.nc")
+    assert ds["u_mean"].dims == ("x", "t") and ds["u_mean"].shape == (11, 4)   # t = 0 and the 3 data times
+    np.testing.assert_allclose(ds["x"].values, np.linspace(0, 1, 11))
+    X, T = np.meshgrid(ds["x"].values, ds["t"].values, indexing="ij")
+    assert float(np.abs(ds["u_mean"].values - np.exp(-0.3 * math.pi ** 2 * T) * np.sin(math.pi * X)).max()) < 0.03
+    assert ds.attrs["solver"] == "mol" and float(ds["u_sd"].values[5, -1]) > 0
+    ds.close()
+    assert get_group(load_netcdf(folder / "posterior.nc"), "posterior_predictive")["probe.u"].shape == (2, 100, 15)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import sympy
 import torch
 
 from msml_dsl.version import __version__
@@ -24,7 +23,7 @@ class PinnFit:
     """
 
     def __init__(self, ir, model, method, z_map, draws, heads, history, settings, timings, notes, stats,
-                 z_point=None):
+                 z_point=None, linear=None):
         self.ir, self.model, self.method = ir, model, method
         self.history, self.settings, self.timings, self.notes = history, settings, timings, notes
         self.sample_stats = {k: np.asarray(v) for k, v in (stats or {}).items()}
@@ -33,11 +32,12 @@ class PinnFit:
         self.shape = (C, N)
         flat = draws.reshape(C * N, D)
         flat_heads = None if heads is None or heads.shape[-1] == 0 else heads.reshape(C * N, -1)
+        self.flat, self.flat_heads, self.linear = flat, flat_heads, linear
         with torch.no_grad():
             values, elements, _, _ = model.params.transform(flat)
         self.parameters = {k: v.cpu().numpy().reshape((C, N) + tuple(v.shape[1:])) for k, v in values.items()}
         self.derived = self._derived({k: v.cpu().numpy() for k, v in elements.items()})
-        self.log_likelihood = self._log_likelihood(flat, flat_heads)
+        self.log_likelihood, self.posterior_predictive = self._per_draw_observations()
         model.set_heads(None)
         with torch.no_grad():
             _, map_values, _, _ = model.params.transform(z_map[None])
@@ -49,33 +49,54 @@ class PinnFit:
 
     # --------------------------------------------------------------- per draw
     def _derived(self, elements: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = {}
-        for name, expr in self.ir.derived:
-            expr = sympy.sympify(expr)
-            syms = sorted(expr.free_symbols, key=lambda s: s.name)
-            if any(s.name not in elements for s in syms):
-                self.notes.append(f"derived {name} is not reported: it uses more than the parameters")
-                continue
-            fn = sympy.lambdify(syms, expr, "numpy")
-            v = np.broadcast_to(np.asarray(fn(*[elements[s.name] for s in syms]), float), (self.shape[0] * self.shape[1],))
-            out[name] = v.reshape(self.shape)
-        return out
+        """Each ``derive`` per draw: parameters, and fields at fixed points (``u(5, 20)``, ``der(u, x)(0, t)``
+        with every coordinate given), the fields per draw as in :meth:`field_draws`."""
+        from msml_dsl.backends.pinn.fields import derived_with_fields
 
-    def _log_likelihood(self, flat: torch.Tensor, flat_heads) -> dict[str, np.ndarray]:
-        out = {}
-        model = self.model
-        for o, data in model.observations:
-            chunks = []
-            for start in range(0, flat.shape[0], 256):
-                z = flat[start:start + 256]
-                model.set_heads(None if flat_heads is None else flat_heads[start:start + 256])
-                with torch.no_grad():
-                    _, elements, _, _ = model.params.transform(z)
-                lp = model._observation_log_lik(o, data, elements, z.shape[0], create_graph=False)
-                chunks.append(lp.detach()[:, data["mask"]].cpu().numpy())
-            out[o.name] = np.concatenate(chunks).reshape(self.shape + (-1,))
+        return derived_with_fields(self, elements)
+
+    def field_draws(self, name: str, x: torch.Tensor, alpha: tuple[int, ...] | None = None,
+                    start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """A field (or its derivative ``alpha``) at points x (n, coordinates of the field's arguments, in the
+        model's coordinate order) for draws start:stop, (S, n): linearised in all weights (laplace,
+        network=all), with each draw's last layer (network=last_layer), else the MAP network."""
+        from msml_dsl.backends.pinn.fields import field_draws
+
+        return field_draws(self, name, x, alpha, start, stop)
+
+    def _per_draw_observations(self) -> tuple[dict, dict]:
+        """Pointwise log likelihood and a posterior-predictive draw of every observed row, (chain, draw, rows)."""
+        from msml_dsl.backends.pinn.likelihood import make_distribution
+
+        lls, preds = {}, {}
+        model, flat = self.model, self.flat
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(int(self.settings["infer"]["seed"]) + 12345)
+        try:
+            for o, data in model.observations:
+                ll_chunks, pred_chunks = [], []
+                for start in range(0, flat.shape[0], 256):
+                    z = flat[start:start + 256]
+                    model.set_heads(None if self.flat_heads is None else self.flat_heads[start:start + 256])
+                    location = None
+                    if self.linear is not None:
+                        loc, J = self.linear["data"][o.name]    # the location at the MAP and its weight Jacobian
+                        location = loc[None, :] + self.linear["dw"][start:start + 256] @ J.T
+                    with torch.no_grad():
+                        _, elements, _, _ = model.params.transform(z)
+                        args = model.observation_args(data, elements, z.shape[0], False, location)
+                        d = make_distribution(o.distribution, [a.detach() for a in args])
+                        lp = d.log_prob(data["values"].expand(z.shape[0], -1))
+                        pred = d.sample()
+                    m = data["mask"]
+                    ll_chunks.append(lp[:, m].cpu().numpy())
+                    pred_chunks.append(pred[:, m].cpu().numpy())
+                lls[o.name] = np.concatenate(ll_chunks).reshape(self.shape + (-1,))
+                preds[o.name] = np.concatenate(pred_chunks).reshape(self.shape + (-1,))
+        finally:
+            torch.random.set_rng_state(gen_state)
         model.set_heads(None)
-        return out
+        return lls, preds
 
     # ---------------------------------------------------------------- outputs
     @property
@@ -101,7 +122,9 @@ class PinnFit:
                     coords[f"{p.name}_dim"] = np.arange(1, p.shape[0] + 1)
             self._idata = build_inference_data(
                 posterior=self.posterior, sample_stats=self.sample_stats or None, observed_data=observed or None,
-                log_likelihood=self.log_likelihood or None, dims=dims, coords=coords,
+                log_likelihood=self.log_likelihood or None,
+                posterior_predictive=(self.posterior_predictive or None) if self.method != "map" else None,
+                dims=dims, coords=coords,
                 attrs={"model": self.ir.name, "msml_version": __version__, "backend": "pinn",
                        "inference": self.method, "seed": int(self.settings["infer"]["seed"])})
         return self._idata
@@ -120,8 +143,10 @@ class PinnFit:
 
     def summary(self) -> str:
         """Posterior table (or the MAP values), the likelihood terms with their weights, notes."""
-        lines = [f"{self.ir.name}: PDE model, physics-informed networks, inference {self.method} "
-                 f"({_METHOD_NOTE[self.method]})"]
+        network = self.settings["infer"].get("network")
+        note = _METHOD_NOTE.get((self.method, network), _METHOD_NOTE.get(self.method))
+        lines = [f"{self.ir.name}: PDE model, physics-informed networks, inference {self.method}"
+                 f"{f'(network={network})' if network else ''} ({note})"]
         if self.method == "map":
             for k, v in self.map_values.items():
                 lines.append(f"  {k:<20} {np.array2string(np.asarray(v), precision=6)}")
@@ -144,6 +169,10 @@ class PinnFit:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_netcdf(self.to_arviz(), folder / "posterior.nc")
+        from msml_dsl.backends.pinn.fields import pinn_field_grid
+        from msml_dsl.diagnostics.pde_fields import write_fields
+
+        write_fields(pinn_field_grid(self), folder / "fields.nc")
         _atomic_write(folder / "summary.txt", self.summary() + "\n")
         torch.save({k: v.state_dict() for k, v in self.model.networks.items()}, folder / "networks.pt")
         text = source_text if source_text is not None else self.source
@@ -165,8 +194,11 @@ class PinnFit:
 _METHOD_NOTE = {
     "map": "the trained point; no uncertainty",
     "svi": "Gaussian guide on the physical parameters; network weights are point estimates",
-    "laplace": "Gaussian at the mode; hidden layers fixed at the MAP",
-    "nuts": "exact given the features; hidden layers fixed at the MAP",
+    ("laplace", "all"): "Gauss-Newton Gaussian over every network weight and the parameters",
+    ("laplace", "last_layer"): "Gaussian at the mode; hidden layers fixed at the MAP",
+    ("laplace", "fixed"): "Gaussian at the mode; networks fixed at the MAP",
+    ("nuts", "last_layer"): "exact given the features; hidden layers fixed at the MAP",
+    ("nuts", "fixed"): "exact given the networks, which are fixed at the MAP",
 }
 
 

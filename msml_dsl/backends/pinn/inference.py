@@ -7,19 +7,22 @@ maximising log prior + every term's log likelihood (Adam, then L-BFGS).  Then:
 * ``svi``   — a Gaussian guide (mean-field, or low-rank plus diagonal) on the *unconstrained
   physical parameters*, fitted by the reparameterised ELBO while the network weights keep
   training as point estimates (variational EM).  The weights carry no uncertainty.
-* ``laplace`` — the networks are fixed at the MAP; the log posterior of the physical
-  parameters (and, with ``last_layer=true``, of each network's last layer, whose features stay
-  fixed) is maximised by Newton's method and approximated by a Gaussian with the inverse Hessian
-  as covariance.  The field is linear in its last layer, so that part is exact given the
-  features; uncertainty in the hidden layers is ignored.
-* ``nuts``  — the same fixed-feature posterior as ``laplace``, sampled exactly by NUTS (chains
-  start from the Laplace approximation, whose covariance is the initial metric).  With the
-  features' derivatives cached at the collocation points a gradient costs one small matrix
-  product per term, not a network pass.
+* ``laplace`` — ``network=all`` (the default): a Gaussian over every network weight and the
+  physical parameters at the MAP, with the generalised Gauss-Newton curvature
+  (``laplace_full.py``); the parameters' marginal lets the network re-fit the physics for each
+  parameter value.  ``network=last_layer``: the hidden layers fixed, each network's last layer
+  random (the field is linear in it, so that part is exact given the features); the log
+  posterior of (parameters, last layers) is maximised by Newton's method and approximated by a
+  Gaussian with the inverse Hessian as covariance.  ``network=fixed``: only the parameters.
+* ``nuts``  — the fixed-feature posterior of ``network=last_layer`` (or ``fixed``), sampled exactly
+  by NUTS (chains start from its Laplace approximation, whose covariance is the initial metric).
+  With the features' derivatives cached at the collocation points a gradient costs one small
+  matrix product per term, not a network pass.
 
-In every case what is ignored is the uncertainty of the hidden layers (and for ``svi`` all of
-the network's): intervals are conditional on the trained features and are too narrow when the
-network cannot represent the solution well.  ``docs/pinn.md`` says more.
+Only ``laplace(network=all)`` carries the uncertainty of the hidden layers (to second order
+around the MAP); the other schemes condition on the trained features and give intervals that
+are too narrow when the physics residuals, thousands of them, pin the parameters through a
+network that cannot move.  ``docs/pinn.md`` ("Calibration") has the measurements.
 """
 
 from __future__ import annotations
@@ -45,8 +48,6 @@ def run_pinn(ir, device: str = "cpu", method: str | None = None, options: dict |
     options, ``solver_options`` its ``solver pinn(...)`` options.  ``progress(step, total, loss)``
     is called every ``check_every`` training steps.
     """
-    from msml_dsl.backends.pinn.fit import PinnFit
-
     pde = ir.pde
     solver = resolve_options(PINN_OPTIONS, {**dict(pde.solver.options), **(solver_options or {})},
                              "solver pinn(...)")
@@ -66,10 +67,22 @@ def run_pinn(ir, device: str = "cpu", method: str | None = None, options: dict |
     if method != "svi" or opts["pretrain"]:
         history = train_map(model, z, solver, progress)
     timings["map_s"] = time.perf_counter() - t0 - timings["build_s"]
+    return posterior_from_map(ir, model, z, history, method, opts, solver, timings, progress)
+
+
+def posterior_from_map(ir, model: PinnModel, z: torch.nn.Parameter, history: TrainingHistory, method: str,
+                       opts: dict, solver: dict, timings: dict | None = None, progress: Callable | None = None):
+    """The inference step of :func:`run_pinn` after MAP training (``z``: the trained physical parameters,
+    the networks in ``model``); ``opts`` are the resolved options of ``method``.  Benchmarks call it to
+    compare schemes on one trained network (rebuild the model and load the weights for each)."""
+    from msml_dsl.backends.pinn.fit import PinnFit
+
+    timings = dict(timings or {})
     z_map = z.detach().clone()
     z_point = z_map
     notes: list[str] = []
     stats: dict[str, np.ndarray] = {}
+    linear = None
     t1 = time.perf_counter()
     if method == "map":
         model.freeze(random_heads=False)
@@ -81,8 +94,19 @@ def run_pinn(ir, device: str = "cpu", method: str | None = None, options: dict |
         model.freeze(random_heads=False)
         draws = draws.reshape(4, -1, draws.shape[-1]) if draws.shape[0] % 4 == 0 else draws[None]
         heads = None
+    elif method == "laplace" and opts["network"] == "all":
+        from msml_dsl.backends.pinn.laplace_full import full_laplace, joint_draws
+
+        res = full_laplace(model, z_map, opts)
+        notes += res["notes"]
+        gen = torch.Generator(device="cpu").manual_seed(int(opts["seed"]))
+        z_draws, dw = joint_draws(res, opts["draws"], gen, model.device)
+        C = 4 if opts["draws"] % 4 == 0 else 1
+        draws = z_draws.reshape(C, -1, z_draws.shape[-1])
+        heads = None
+        linear = {"lin": res["lin"], "dw": dw, "data": res["data"]}
     else:
-        model.freeze(random_heads=opts["last_layer"])
+        model.freeze(random_heads=opts["network"] == "last_layer")
         mode, cov, lap_notes = laplace(model, z_map, opts)
         notes += lap_notes
         gen = torch.Generator(device="cpu").manual_seed(int(opts["seed"]))
@@ -98,7 +122,7 @@ def run_pinn(ir, device: str = "cpu", method: str | None = None, options: dict |
         draws, heads = v[..., :D], v[..., D:]
     timings["inference_s"] = time.perf_counter() - t1
     return PinnFit(ir, model, method, z_map, draws, heads, history, {"solver": solver, "infer": opts,
-                   "method": method, "device": str(model.device)}, timings, notes, stats, z_point)
+                   "method": method, "device": str(model.device)}, timings, notes, stats, z_point, linear)
 
 
 def train_map(model: PinnModel, z: torch.nn.Parameter, solver: dict, progress=None) -> TrainingHistory:

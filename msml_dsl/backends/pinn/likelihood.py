@@ -119,10 +119,16 @@ class PinnModel:
         current points: afterwards a log density costs almost nothing but the residual algebra.
         With ``random_heads`` the cache holds the last hidden layer's derivatives so that the
         heads can be supplied per draw through ``head_override``."""
-        self.dtype = torch.float64
-        self.networks.to(torch.float64)
+        self.to_float64()
         for p in self.networks.parameters():
             p.requires_grad_(False)
+        self.cache = {}
+        self.random_heads = set(self.fields) if random_heads else set()
+
+    def to_float64(self) -> None:
+        """Networks, points and data in float64 (the Laplace and sampling schemes work in it)."""
+        self.dtype = torch.float64
+        self.networks.to(torch.float64)
         pts = self.points
         self.points = CollocationSet(pts.interior.to(torch.float64), [c.to(torch.float64) for c in pts.conditions],
                                      {k: v.to(torch.float64) for k, v in pts.partner.items()}, pts.draws)
@@ -130,8 +136,6 @@ class PinnModel:
             data["x"] = data["x"].to(torch.float64)
             data["values"] = data["values"].to(torch.float64)
             data["covariates"] = {k: v.to(torch.float64) for k, v in data["covariates"].items()}
-        self.cache = {}
-        self.random_heads = set(self.fields) if random_heads else set()
 
     def heads(self) -> torch.Tensor:
         """The MAP heads of the random-head fields, flattened: [W_1, b_1, W_2, b_2, ...]."""
@@ -296,25 +300,34 @@ class PinnModel:
                     factor = n / batch
                 r = self.residuals(term, elements, points, index, create_graph)
                 s = self.scale_value(term, elements) if elements else term.scale({}, {}, like=r[:, :1])
-                ll = -0.5 * (r / s) ** 2 - torch.log(torch.as_tensor(s, dtype=r.dtype)) - 0.5 * LOG_2PI
+                ll = -0.5 * (r / s) ** 2 - torch.log(torch.as_tensor(s, dtype=r.dtype, device=r.device)) - 0.5 * LOG_2PI
                 out[term.name] = factor * ll.sum(-1).expand(S)
             else:
                 o, data = term.observation
                 out[term.name] = self._observation_log_lik(o, data, elements, S, create_graph).sum(-1)
         return out, log_prior, log_det, elements
 
-    def _observation_log_lik(self, o, data, elements, S, create_graph=True) -> torch.Tensor:
-        """Pointwise log likelihood of an observation's rows, (S, rows); masked rows are 0."""
+    def observation_args(self, data, elements, S, create_graph=True, location=None) -> list[torch.Tensor]:
+        """The arguments of an observation's distribution at each row, each (S, rows).
+
+        ``location`` (S, rows), when given, replaces the first argument (the linearised fields of
+        ``laplace(network=all)``)."""
         x = data["x"]
-        derivs = self.field_derivatives(x, self._needs(data["args"]), create_graph)
+        exprs = data["args"] if location is None else data["args"][1:]
+        derivs = self.field_derivatives(x, self._needs(exprs), create_graph) if self._needs(exprs) else {}
         env = self.env(elements, x)
         env.update(data["covariates"])
         rows = x.shape[0]
-        args = []
-        for e in data["args"]:
+        args = [] if location is None else [location]
+        for e in exprs:
             a = e(derivs, env, like=x[:, 0])
             args.append(torch.atleast_2d(a).expand(S, rows))
-        d = make_distribution(o.distribution, args)
+        return args
+
+    def _observation_log_lik(self, o, data, elements, S, create_graph=True, location=None) -> torch.Tensor:
+        """Pointwise log likelihood of an observation's rows, (S, rows); masked rows are 0."""
+        rows = data["x"].shape[0]
+        d = make_distribution(o.distribution, self.observation_args(data, elements, S, create_graph, location))
         lp = d.log_prob(data["values"].expand(S, rows))
         return torch.where(data["mask"], lp, torch.zeros_like(lp))
 

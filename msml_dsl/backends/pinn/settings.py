@@ -44,13 +44,14 @@ PINN_OPTIONS: dict[str, dict] = {
 _COMMON = {
     "seed": {"type": int, "default": 1, "help": "seed of the draws"},
 }
-_LAST_LAYER = {
-    "last_layer": {"type": bool, "default": True,
-                   "help": "also treat each network's last layer as random (features fixed at the MAP); "
-                           "false: the whole network is fixed at its MAP"},
+_LAST_LAYER_PRIOR = {
     "last_layer_prior": {"type": float, "default": 10.0, "min": 0.0,
-                         "help": "sd of the Normal(0, sd) prior on last-layer weights (in scaled output units)"},
+                         "help": "network=last_layer: sd of the Normal(0, sd) prior on last-layer weights (in scaled "
+                                 "output units)"},
 }
+_NETWORK_HELP = ("which network weights are random: all (every weight, a Gauss-Newton Laplace; laplace only), "
+                 "last_layer (each network's last layer, the features fixed at the MAP) or fixed (none: the "
+                 "networks at their MAP)")
 
 PINN_INFER_OPTIONS: dict[str, dict[str, dict]] = {
     "map": {**_COMMON},
@@ -66,11 +67,20 @@ PINN_INFER_OPTIONS: dict[str, dict[str, dict]] = {
         "pretrain": {"type": bool, "default": True, "help": "train the MAP first (recommended)"},
     },
     "laplace": {
-        **_COMMON, **_LAST_LAYER,
+        **_COMMON,
+        "network": {"type": str, "default": "all", "choices": ("all", "last_layer", "fixed"), "help": _NETWORK_HELP},
+        **_LAST_LAYER_PRIOR,
+        "weight_prior": {"type": float, "default": 1.0, "min": 0.0,
+                         "help": "network=all: sd of the Normal(0, sd) prior on every weight that gives the "
+                                 "curvature of directions no residual sees (the MAP itself is trained without it)"},
+        "max_weights": {"type": int, "default": 8000, "min": 1,
+                        "help": "network=all: the most weights the dense curvature may have (P x P in float64)"},
         "draws": {"type": int, "default": 4000, "min": 1, "help": "draws from the Gaussian approximation"},
     },
     "nuts": {
-        **_COMMON, **_LAST_LAYER,
+        **_COMMON,
+        "network": {"type": str, "default": "last_layer", "choices": ("last_layer", "fixed"), "help": _NETWORK_HELP},
+        **_LAST_LAYER_PRIOR,
         "chains": {"type": int, "default": 4, "min": 1, "help": "chains (run as one batch)"},
         "warmup": {"type": int, "default": 500, "min": 0, "help": "warm-up iterations per chain"},
         "draws": {"type": int, "default": 500, "min": 1, "help": "draws per chain"},
