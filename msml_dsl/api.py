@@ -145,7 +145,8 @@ class CompiledModel:
         return getattr(self.ir, "fidelity", None) is not None
 
     def _run_fidelity(self, progress: Callable | None, overrides: dict):
-        """``run()`` for a multi-fidelity model: MAP (default) or NUTS over the GP hyperparameters;
+        """``run()`` for a multi-fidelity model: MAP (default without an infer line), laplace (the
+        hyperparameters integrated out by importance sampling) or NUTS over the GP hyperparameters;
         returns a ``FidelityFit`` (summary, predict, suggest_next, save)."""
         from msml_dsl.backends.multifidelity import FIDELITY_METHODS, run_fidelity
         from msml_dsl.errors import Diagnostic, MsmlError, did_you_mean
@@ -157,8 +158,10 @@ class CompiledModel:
         file, sources = self.checked.file, {self.checked.file: self.checked.program.source}
         if method not in FIDELITY_METHODS:
             raise MsmlError([Diagnostic("E263", f"inference method '{method}' is not available for a model with "
-                                                "fidelity levels", file=file, help="use map or nuts")], sources)
+                                                "fidelity levels", file=file, help="use map, laplace or nuts")], sources)
         given = dict(self.ir.inference.options) if self.ir.inference.method == method else {}
+        if self.ir.inference.method in FIDELITY_METHODS and not given:   # e.g. map after laplace: same starts
+            given = {k: v for k, v in self.ir.inference.options if k in FIDELITY_METHODS[method] and k != "draws"}
         unknown = [k for k in overrides if k not in FIDELITY_METHODS[method]]
         if unknown:
             raise MsmlError([Diagnostic("E261", f"infer {method}(...) of a fidelity model has no option '{k}'",

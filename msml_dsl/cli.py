@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("model", help="path to a .msml file")
     p_run.add_argument("--method", choices=["nuts", "chees", "map", "laplace", "svi"],
                        help="override the file's inference method (chees: many chains in lockstep; laplace and "
-                            "svi: PDE models with solver pinn)")
+                            "svi: PDE models with solver pinn; map, laplace and nuts: models with fidelity levels, "
+                            "where laplace integrates the GP hyperparameters by importance sampling and --draws "
+                            "is its number of proposal draws)")
     p_run.add_argument("--chains", type=int, help="number of chains, run as one batch")
     p_run.add_argument("--superchains", type=int, help="chees: groups of chains sharing a start (nested R-hat)")
     p_run.add_argument("--warmup", type=int, help="adaptation iterations per chain (discarded)")
@@ -81,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="largest predictive variance (default), expected information gain, or integrated "
                                 "variance reduction (joint scheme)")
     p_suggest.add_argument("--top", type=int, default=5, help="how many candidates to list (5)")
-    p_suggest.add_argument("--method", choices=["map", "nuts"], help="override the file's inference method")
+    p_suggest.add_argument("--method", choices=["map", "laplace", "nuts"],
+                           help="override the file's inference method (map: fixed hyperparameters; laplace: "
+                                "integrated by importance sampling; nuts)")
     p_suggest.add_argument("--seed", type=int, help="random seed")
     p_suggest.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     return parser

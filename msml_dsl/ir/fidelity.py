@@ -73,8 +73,14 @@ class Simulation:
     states: tuple[sympy.Symbol, ...]
     rhs: tuple[sympy.Expr, ...]
     inits: tuple[sympy.Expr, ...]
-    steps: int
-    method: str                                # rk4 | midpoint | euler
+    steps: int                                 # fixed-step methods: steps; adaptive: output grid intervals
+    method: str                                # rk4 | midpoint | euler | rk45 | stiff | auto
+    rtol: float = 1e-3                         # adaptive methods: the (loose) tolerances
+    atol: float = 1e-6
+    source: str | None = None                  # simulate(..., model="file"): the other model's file
+    space: str | None = None                   # a PDE level: the space variable of its grid
+    nodes: tuple[float, ...] = ()              # ... the grid's nodes (the output's states, in order)
+    periodic: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,8 @@ class FidelityProblem:
             "terms": {t.name: {"kind": t.kind, "kernel": t.kernel, "parameters": list(t.parameters)}
                       for t in self.terms.values()},
             "simulations": [{"symbol": str(s.symbol), "output": expr(s.output), "steps": s.steps,
-                             "method": s.method, "rhs": {str(a): expr(b) for a, b in zip(s.states, s.rhs)}}
+                             "method": s.method, "rtol": s.rtol, "atol": s.atol, "model": s.source,
+                             "grid": {s.space: len(s.nodes)} if s.space else None, "rhs": {str(a): expr(b) for a, b in zip(s.states, s.rhs)}}
                             for s in self.simulations],
             "notes": list(self.notes),
         }
@@ -219,11 +226,55 @@ class _LevelBuilder:
             opts[kw.name.id] = v.id if isinstance(v, ast.Name) else v.value if isinstance(v, ast.String) else \
                 float(v.value) if isinstance(v, ast.Number) else None
         symbol = sympy.Symbol(f"simulate#{len(self.simulations) + 1}", real=True)
+        if opts.get("model") is not None:
+            self.simulations.append(_file_simulation(sym, symbol, call.args[0].id, opts))
+            return symbol
         self.simulations.append(Simulation(
             symbol, sym.numeric(self.builder.build(call.args[0])), sym.time, float(model.time_range[0]),
             float(model.time_range[1]), sym.states, tuple(sym.numeric(r) for r in sym.rhs),
-            tuple(sym.numeric(i) for i in sym.inits), int(opts.get("steps", 20)), str(opts.get("method", "rk4"))))
+            tuple(sym.numeric(i) for i in sym.inits), int(opts.get("steps", 20)), str(opts.get("method", "rk4")),
+            float(opts.get("rtol", 1e-3)), float(opts.get("atol", 1e-6))))
         return symbol
+
+
+def _file_simulation(symbolic, symbol: sympy.Symbol, output: str, opts: dict) -> Simulation:
+    """``simulate(OUTPUT, model="file.msml", steps=, method=, points=)``: the other file's ODE, or its PDE
+    discretised by the method of lines on ``points`` nodes, with this file's parameters of the same
+    names (its constants stay its own; a name that is a constant here takes this file's value)."""
+    from dataclasses import replace
+
+    from msml_dsl.data.csv_source import load_data
+    from msml_dsl.ir.method_of_lines import _Discretization
+    from msml_dsl.ir.model_ir import lower_to_ir
+    from msml_dsl.semantics.fidelity_files import load_checked, resolve
+    from msml_dsl.symbolic.builder import build_symbolic
+
+    path = resolve(symbolic.checked.program, str(opts["model"]))
+    other = load_checked(path)
+    if other.pde is not None:
+        options = dict(other.pde.solver_options)
+        options.pop("method", None)
+        if opts.get("points") is not None:
+            options["points"] = (int(opts["points"]),)
+        other = replace(other, pde=replace(other.pde, solver="mol", solver_options=tuple(sorted(options.items()))))
+    ir = lower_to_ir(build_symbolic(other), load_data(other))
+    ode = ir.ode
+    own_params = {p.name for p in symbolic.checked.parameters}
+    constants = {sympy.Symbol(k, real=True): sympy.Float(v) for k, v in symbolic.checked.constants.items()
+                 if k not in own_params}
+    rhs = tuple(sympy.sympify(r).xreplace(constants) for r in ode.rhs)
+    inits = tuple(sympy.sympify(i).xreplace(constants) for i in ode.inits)
+    t0, t1 = (float(v) for v in other.time_range)
+    common = dict(time=ode.time, t0=t0, t1=t1, states=ode.states, rhs=rhs, inits=inits,
+                  steps=int(opts.get("steps", 20)), method=str(opts.get("method", "rk4")),
+                  rtol=float(opts.get("rtol", 1e-3)), atol=float(opts.get("atol", 1e-6)), source=str(path))
+    if ir.pde is None:
+        state = next(s for s in ode.states if s.name == output)
+        return Simulation(symbol, state, **common)
+    grid = _Discretization(ir)
+    field_states = tuple(grid.states[(output, (i,))] for i in range(grid.n[0]))
+    return Simulation(symbol, sympy.Tuple(*field_states), space=str(grid.axes[0]),
+                      nodes=tuple(float(v) for v in grid.nodes[0]), periodic=bool(grid.periodic[0]), **common)
 
 
 def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tuple:

@@ -59,10 +59,23 @@ FIELD_OPTIONS = {"hidden": "ints", "activation": str, "fourier_features": int, "
 COLLOCATION_OPTIONS = {"boundary": int, "initial": int, "resample": int, "adaptive": int, "rounds": int,
                        "seed": int}
 # Fidelity models: simulate(OUTPUT, ...) and solver gp(...)
-SIMULATE_OPTIONS = {"steps": {"type": int, "min": 1}, "method": {"type": str, "choices": ("rk4", "midpoint", "euler")}}
+SIMULATE_OPTIONS = {"steps": {"type": int, "min": 1},
+                    "method": {"type": str, "choices": ("rk4", "midpoint", "euler", "rk45", "stiff", "auto")},
+                    "rtol": {"type": float, "min": 1e-12}, "atol": {"type": float, "min": 1e-15}}
 FIDELITY_SOLVER_OPTIONS = {"scheme": {"type": str, "choices": ("auto", "joint", "recursive")},
                            "samples": {"type": int, "min": 10}, "jitter": {"type": float, "min": 0.0},
                            "max_exact": {"type": int, "min": 1}}
+
+
+def check_simulate_tolerances(checker, call: ast.Call, opts: dict) -> None:
+    """rtol= and atol= of simulate() belong to the adaptive methods (rk45, stiff, auto)."""
+    method = opts.get("method", "rk4")
+    for kw in call.keywords:
+        if kw.name.id in ("rtol", "atol") and method not in ("rk45", "stiff", "auto"):
+            checker.bag.error("E336", f"{kw.name.id}= sets the tolerance of an adaptive solve; method={method} "
+                              "takes fixed steps", kw.span,
+                              help="use method=rk45 (or stiff, auto) for a looser-tolerance level, or steps= "
+                                   "for a coarser fixed grid")
 
 
 def check(program: ast.Program) -> CheckedModel:
@@ -790,6 +803,12 @@ class _Checker:
                 return InferenceSettings()
             o = self._options(m, PINN_INFER_OPTIONS[m.name.id], "inference method")
             return InferenceSettings(m.name.id, tuple(sorted(o.items())))
+        if m.name.id == "laplace" and self.p.of_type(ast.FidelityDecl):
+            o = self._options(m, {**INFER_OPTIONS["map"], "draws": int}, "inference method")
+            for key in ("starts", "max_iter", "draws"):
+                if key in o and o[key] < 1:
+                    self.bag.error("E262", f"option '{key}' must be at least 1", _kw_span(m, key))
+            return InferenceSettings(m.name.id, tuple(sorted(o.items())))
         if m.name.id not in INFER_OPTIONS:
             self.bag.error("E263", f"unknown inference method '{m.name.id}'", m.name.span,
                            help=did_you_mean(m.name.id, INFER_OPTIONS) or "methods: nuts, chees, map, svi")
@@ -1084,6 +1103,7 @@ class _Checker:
             return None, sources
         levels = {d.name.id: d for d in decls if self.declared.get(d.name.id, ("", None))[1] is d.name.span}
         coords = list(space) + ([time_name] if time_name else [])
+        self._fidelity_space = dict(space)
         uses: dict[str, list[ast.Name]] = {}
         direct_inputs: dict[str, set[str]] = {}
         for name, d in levels.items():
@@ -1100,7 +1120,7 @@ class _Checker:
         for decl in self.p.of_type(ast.InferDecl)[:1]:
             if decl.method.name.id not in ("map", "nuts") and decl.method.name.id in INFER_OPTIONS:
                 self.bag.error("E263", f"infer {decl.method.name.id}() is not available for a model with fidelity "
-                               "levels", decl.method.name.span, help="use map (the default) or nuts")
+                               "levels", decl.method.name.span, help="use map (the default), laplace or nuts")
         observed = {o.target.source.id for o in self.p.of_type(ast.ObserveDecl)}
         tags = {s.name: s.fidelity for s in sources}
         for s in sources:
@@ -1139,6 +1159,12 @@ class _Checker:
             if isinstance(node, ast.Call):
                 fname = node.func.id
                 if fname == "simulate":
+                    from msml_dsl.semantics.fidelity_files import check_model_level, model_option
+
+                    kw = model_option(node)
+                    if kw is not None:   # another .msml file solved as the level
+                        found.update(check_model_level(self, node, kw, time_name, self._fidelity_space))
+                        return
                     if time_name:
                         found.add(time_name)
                     self._check_simulate(node, time_name)
@@ -1223,7 +1249,8 @@ class _Checker:
         else:
             self.check_expression(call.args[0], allowed=("const", "param", "state", "time variable"),
                                   context="the output of simulate()")
-        self._options(ast.Method(call.func, (), call.keywords, call.span), SIMULATE_OPTIONS, "simulate()")
+        opts = self._options(ast.Method(call.func, (), call.keywords, call.span), SIMULATE_OPTIONS, "simulate()")
+        check_simulate_tolerances(self, call, opts)
 
     def _order_levels(self, levels: dict[str, ast.FidelityDecl], uses: dict[str, list[ast.Name]]) -> list[str]:
         """Levels lowest first; a cycle among links is E331."""

@@ -84,3 +84,30 @@ def test_suggest_names_a_point_and_checks_its_level(three):
 def test_suggest_on_a_model_without_levels_is_an_error():
     r = msml("suggest", "models/lotka_volterra/model.msml", cwd=ROOT)
     assert r.returncode == 2 and "E338" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_run_integrates_the_hyperparameters_with_laplace(three):
+    """--method laplace: importance sampling over the hyperparameters, reported in the summary
+    and run.json; the bands widen against MAP's fixed hyperparameters."""
+    r = msml("run", "three.msml", "--method", "laplace", "--draws", "400", "--out", "lap", cwd=three)
+    assert r.returncode == 0, r.stderr
+    assert "hyperparameters integrated out" in r.stdout and "Pareto k" in r.stdout
+    record = __import__("json").loads((three / "lap" / "run.json").read_text())
+    assert record["method"] == "laplace" and record["integration"][0]["draws"] == 400
+    m = msml("run", "three.msml", "--out", "map", cwd=three)
+    assert m.returncode == 0, m.stderr
+
+    def mean_sd(folder):
+        rows = list(csv.DictReader(open(three / folder / "predictions.csv")))
+        return np.mean([float(row["expensive_sd"]) for row in rows])
+    assert mean_sd("lap") > mean_sd("map")
+
+
+def test_check_and_help_cover_levels_from_other_files():
+    r = msml("check", "models/pk_coarse_fine/model_from_file.msml", cwd=ROOT)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    text = " ".join(msml("run", "--help", cwd=ROOT).stdout.split())
+    assert "laplace integrates the GP hyperparameters by importance sampling" in text
+    text = " ".join(msml("suggest", "--help", cwd=ROOT).stdout.split())
+    assert "laplace: integrated by importance sampling" in text and "--criterion" in text

@@ -1,4 +1,5 @@
-"""The three fidelity models in models/: each against its known truth (MAP fits, fixed seeds).
+"""The fidelity models in models/: each against its known truth (MAP fits, fixed seeds; the
+models' own default, ``infer laplace``, is tested in test_fidelity_calibration.py).
 
 Tolerances are set from the measured values (in the READMEs) with a margin for other BLAS
 builds: the MAP of a few hyperparameters from eight fixed starts is deterministic up to rounding.
@@ -21,7 +22,7 @@ def forrester_high(x):
 
 @pytest.fixture(scope="module")
 def forrester():
-    return compile_file(MODELS / "forrester" / "model.msml", device="cpu").run()
+    return compile_file(MODELS / "forrester" / "model.msml", device="cpu").run(method="map")
 
 
 def test_forrester_beats_the_high_points_alone_tenfold(forrester):
@@ -33,7 +34,7 @@ def test_forrester_beats_the_high_points_alone_tenfold(forrester):
         "observe cheap.y ~ Normal(low, s_low)\n", "").replace("fidelity low = f_low(x)\n", "").replace(
         "unknown f_low(x) : gp(kernel=rbf)\n", "").replace("param rho ~ Normal(1, 2)\n", "").replace(
         "param s_low ~ HalfNormal(0.01)\n", "")
-    gp = compile_source(only, "only.msml", device="cpu", base_dir=MODELS / "forrester").run()
+    gp = compile_source(only, "only.msml", device="cpu", base_dir=MODELS / "forrester").run(method="map")
     single = gp.evaluate(x, forrester_high(x))
     assert mf["rmse"] < 0.1                        # measured 0.060 (Emukit's linear model: 0.064)
     assert single["rmse"] > 10 * mf["rmse"]        # measured 4.5
@@ -57,8 +58,8 @@ def test_nonlinear_link_beats_the_linear_one():
     nl = compile_file(MODELS / "nonlinear_mf" / "model.msml", device="cpu")
     lin = compile_file(MODELS / "nonlinear_mf" / "model_linear.msml", device="cpu")
     assert nl.ir.fidelity.scheme == "recursive" and lin.ir.fidelity.scheme == "joint"
-    e_nl = nl.run().evaluate(test.x.values, test.y.values)
-    e_lin = lin.run().evaluate(test.x.values, test.y.values)
+    e_nl = nl.run(method="map").evaluate(test.x.values, test.y.values)
+    e_lin = lin.run(method="map").evaluate(test.x.values, test.y.values)
     assert e_nl["rmse"] < 0.03                     # measured 0.012
     assert e_lin["rmse"] > 0.3                     # measured 0.41: a linear link cannot square sin(8 pi x)
     assert e_nl["rmse"] < e_lin["rmse"] / 10
@@ -66,7 +67,7 @@ def test_nonlinear_link_beats_the_linear_one():
 
 def test_pk_coarse_simulation_corrected_by_measurements():
     truth = pd.read_csv(MODELS / "pk_coarse_fine" / "truth.csv")
-    fit = compile_file(MODELS / "pk_coarse_fine" / "model.msml", device="cpu").run()
+    fit = compile_file(MODELS / "pk_coarse_fine" / "model.msml", device="cpu").run(method="map")
     mf = fit.evaluate(truth.t.values, truth.conc.values)
     coarse = fit.evaluate(truth.t.values, truth.conc.values, level="coarse")
     assert mf["rmse"] < 0.35                       # measured 0.24 mg/L

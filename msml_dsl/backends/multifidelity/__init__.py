@@ -14,13 +14,15 @@ __all__ = ["run_fidelity", "FidelityFit", "Prediction", "Suggestion", "FIDELITY_
 
 #: inference methods and the options each takes
 FIDELITY_METHODS = {"map": ("seed", "starts", "max_iter"),
+                    "laplace": ("seed", "starts", "max_iter", "draws"),
                     "nuts": ("seed", "chains", "warmup", "draws", "target_accept", "max_tree_depth", "metric",
                              "thin")}
 
 
 def run_fidelity(ir, device: str = "cpu", method: str = "map", options: dict | None = None,
                  progress: Callable | None = None, source: str | None = None) -> FidelityFit:
-    """Fit the hyperparameters (``map`` or ``nuts``) and return the fit."""
+    """Fit the hyperparameters (``map``, ``laplace``: integrated by importance sampling, or ``nuts``)
+    and return the fit."""
     from msml_dsl.backends.multifidelity.inference import fit
     from msml_dsl.backends.multifidelity.model import FidelityModel
 

@@ -119,7 +119,7 @@ class FidelityFit:
 
     def _non_gaussian(self) -> bool:
         """Bands from samples: the recursive scheme's mixtures, or NUTS's mixture over draws."""
-        return self.problem.scheme == "recursive" or self.method == "nuts"
+        return self.problem.scheme == "recursive" or self.method != "map"
 
     def evaluate(self, x, truth, level: str | None = None, prob: float = 0.95) -> dict:
         """Held-out check against known values: RMSE, mean |z| and the band's coverage."""
@@ -193,13 +193,13 @@ class FidelityFit:
                 if p.name not in b.block.free:
                     continue
                 values = []
-                for z in (b.zs if self.method == "nuts" else b.zs[:1]):
+                for z in (b.zs if self.method != "map" else b.zs[:1]):
                     with torch.no_grad():
                         self.model.unpack(z)
                     values.append(self.model._values[p.name].reshape(-1).cpu().numpy())
                 V = np.stack(values)
                 row = {"value": V.mean(0), "sd": V.std(0) if V.shape[0] > 1 else None, "level": ",".join(b.levels)}
-                if b.draws is not None:
+                if b.draws is not None and self.method == "nuts":
                     row.update(self._diagnostics(b, p))
                 if p.name.endswith("_lengthscale"):
                     term = p.name[:-len("_lengthscale")]
@@ -237,6 +237,13 @@ class FidelityFit:
             fits = ", ".join(f"{'+'.join(b.levels)}: log density {b.log_density:.3f} ({b.n_converged}/{b.n_starts} "
                              f"optimisations converged)" for b in self.state.blocks if b.n_starts)
             lines.append(f"inference: MAP of the hyperparameters by multi-start L-BFGS; {fits}")
+        elif self.method == "laplace":
+            o = self.state.options
+            stats = ", ".join(f"{'+'.join(b.levels)}: Pareto k {b.stats['khat']:.2f}, ESS {b.stats['ess']:.0f} of "
+                              f"{b.stats['draws']}" for b in self.state.blocks if b.stats)
+            lines.append("inference: hyperparameters integrated out (Laplace approximation at the MAP, corrected by "
+                         f"adaptive importance sampling with Pareto smoothing; {stats}); predictions mix "
+                         f"{len(self.state.blocks[0].zs)} resampled draws")
         else:
             o = self.state.options
             lines.append(f"inference: NUTS over the hyperparameters, {o['chains']} chains x ({o['warmup']} warmup + "
@@ -251,6 +258,8 @@ class FidelityFit:
         params = self.parameters()
         if self.method == "map":
             lines.append(f"{'parameter':<26} {'value':>12}  {'(input units)':>14}")
+        elif self.method == "laplace":
+            lines.append(f"{'parameter':<26} {'mean':>12} {'sd':>10}  {'(input units)':>14}")
         else:
             lines.append(f"{'parameter':<26} {'mean':>12} {'sd':>10} {'r_hat':>7} {'ess_bulk':>9}  "
                          f"{'(input units)':>14}")
@@ -263,6 +272,8 @@ class FidelityFit:
                 u = f"{units[i]:14.5g}" if units is not None else ""
                 if self.method == "map":
                     lines.append(f"{label:<26} {v:12.5g}  {u}")
+                elif self.method == "laplace":
+                    lines.append(f"{label:<26} {v:12.5g} {sds[i]:10.4g}  {u}")
                 else:
                     lines.append(f"{label:<26} {v:12.5g} {sds[i]:10.4g} {row.get('r_hat', math.nan):7.3f} "
                                  f"{row.get('ess_bulk', math.nan):9.0f}  {u}")
@@ -302,6 +313,9 @@ class FidelityFit:
         return {"model": self.ir.name, "file": self.ir.file, "method": self.method,
                 "scheme": self.problem.scheme, "settings": self.state.options, "parameters": params,
                 "leave_one_out": self.loo(), "notes": self.notes + list(self.problem.notes),
+                "integration": [{"levels": list(b.levels), "pareto_k": b.stats["khat"], "ess": b.stats["ess"],
+                                 "draws": b.stats["draws"]} for b in self.state.blocks
+                                if self.method == "laplace" and b.stats],
                 "timings_s": self.timings, "device": str(self.model.device),
                 "versions": {"msml": __version__, "python": platform.python_version(), "torch": torch.__version__,
                              "pyro": pyro.__version__, "arviz": arviz.__version__, "numpy": np.__version__},

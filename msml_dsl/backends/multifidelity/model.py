@@ -216,58 +216,120 @@ class CompiledLevel:
         self.plugged = form([])       # lower levels as plugged-in values (recursive scheme)
 
 
+ADAPTIVE = ("rk45", "stiff", "auto")   # simulate(method=...) solved by the compiled solver at rtol/atol
+
+
 class Simulator:
-    """The model's ODE integrated on a fixed grid (rk4, midpoint or euler) in torch; output interpolated."""
+    """The model's ODE (or another file's ODE or PDE grid) solved cheaply: on a fixed grid by rk4,
+    midpoint or euler in torch, or by the compiled adaptive solver at loose tolerances; the output
+    interpolated linearly in time (and in space for a field)."""
 
     def __init__(self, sim, functions):
         self.sim = sim
-        self.rhs = [Fn(r, functions) for r in sim.rhs]
+        # the right-hand side as one function of (time, states..., parameters...) -> list
+        rhs = [sympy.sympify(r) for r in sim.rhs]
+        used = set().union(*(r.free_symbols for r in rhs)) - set(sim.states) - {sim.time}
+        self.rhs_names = sorted({u.name for u in used})
+        self.rhs = sympy.lambdify([sim.time, *sim.states, *[sympy.Symbol(n, real=True) for n in self.rhs_names]],
+                                  rhs, modules=[{**functions, **TORCH_FUNCTIONS}], dummify=True)
         self.inits = [Fn(i, functions) for i in sim.inits]
-        self.output = Fn(sim.output, functions)
+        self.system = None
+        if sim.method in ADAPTIVE:   # the compiled solver with forward sensitivities, at sim.rtol/atol
+            from msml_dsl.backends.pyro.ode_solver import compile_ode_system
 
-    def __call__(self, env: dict, t: torch.Tensor) -> torch.Tensor:
+            self.system = compile_ode_system(sim.time, list(sim.states),
+                                             [sympy.Symbol(n, real=True) for n in self.rhs_names], rhs)
+        self.field = sim.space is not None          # a PDE level: the output is a field on grid nodes
+        if self.field:
+            self.columns = [sim.states.index(s) for s in sim.output]
+        else:
+            self.output = Fn(sim.output, functions)
+
+    def __call__(self, env: dict, inputs: dict) -> torch.Tensor:
+        """The output at the inputs' rows (``inputs``: coordinate name -> (n,) tensor)."""
         s = self.sim
+        t = inputs[s.time.name]
         dev = t.device
         h = (s.t1 - s.t0) / s.steps
-        names = [x.name for x in s.states]
-        y = [f(env, 1, dev).reshape(()) for f in self.inits]
+        y = torch.stack([f(env, 1, dev).reshape(()) for f in self.inits])
+        params = [env[n] for n in self.rhs_names]
+        path = self._adaptive(y, params, dev) if self.system is not None else self._fixed(y, params, h, dev)
+        pos = torch.clamp((t - s.t0) / h, 0, s.steps)
+        i = torch.clamp(torch.floor(pos).long(), max=s.steps - 1)
+        w = pos - i
+        if self.field:
+            return self._field(path[:, self.columns], i, w, inputs[s.space])
+        grid = torch.tensor(np.linspace(s.t0, s.t1, s.steps + 1), dtype=DTYPE, device=dev)
         local = dict(env)
+        local[s.time.name] = grid
+        for k, x in enumerate(s.states):
+            local[x.name] = path[:, k]
+        out = self.output(local, s.steps + 1, dev)
+        return out[i] * (1 - w) + out[i + 1] * w
+
+    def _fixed(self, y, params, h, dev):
+        """The states at the steps + 1 grid times by the fixed-step method (rk4, midpoint, euler)."""
+        s = self.sim
+        zero = torch.zeros((), dtype=DTYPE, device=dev)
 
         def f(time, y):
-            local[s.time.name] = torch.tensor(time, dtype=DTYPE, device=dev)
-            for k, v in zip(names, y):
-                local[k] = v
-            return [g(local, 1, dev).reshape(()) for g in self.rhs]
+            out = self.rhs(torch.tensor(time, dtype=DTYPE, device=dev), *y.unbind(), *params)
+            return torch.stack([v.reshape(()) if torch.is_tensor(v) else zero + float(v) for v in out])
 
         path = [y]
         time = s.t0
         for _ in range(s.steps):
             if s.method == "euler":
-                k1 = f(time, y)
-                y = [a + h * b for a, b in zip(y, k1)]
+                y = y + h * f(time, y)
             elif s.method == "midpoint":
-                k1 = f(time, y)
-                k2 = f(time + h / 2, [a + h / 2 * b for a, b in zip(y, k1)])
-                y = [a + h * b for a, b in zip(y, k2)]
+                y = y + h * f(time + h / 2, y + h / 2 * f(time, y))
             else:
                 k1 = f(time, y)
-                k2 = f(time + h / 2, [a + h / 2 * b for a, b in zip(y, k1)])
-                k3 = f(time + h / 2, [a + h / 2 * b for a, b in zip(y, k2)])
-                k4 = f(time + h, [a + h * b for a, b in zip(y, k3)])
-                y = [a + h / 6 * (b1 + 2 * b2 + 2 * b3 + b4) for a, b1, b2, b3, b4 in zip(y, k1, k2, k3, k4)]
+                k2 = f(time + h / 2, y + h / 2 * k1)
+                k3 = f(time + h / 2, y + h / 2 * k2)
+                k4 = f(time + h, y + h * k3)
+                y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
             time += h
             path.append(y)
-        grid = torch.tensor(np.linspace(s.t0, s.t1, s.steps + 1), dtype=DTYPE, device=dev)
-        states = [torch.stack([p[i] for p in path]) for i in range(len(names))]
-        local = dict(env)
-        local[s.time.name] = grid
-        for k, v in zip(names, states):
-            local[k] = v
-        out = self.output(local, s.steps + 1, dev)
-        pos = torch.clamp((t - s.t0) / h, 0, s.steps)
+        return torch.stack(path)                     # (steps + 1, states)
+
+    def _adaptive(self, y0, params, dev):
+        """The states at the output grid by the compiled adaptive solver (rk45, stiff or auto) at the
+        level's tolerances; gradients from its forward sensitivities."""
+        from msml_dsl.backends.pyro.ode_autograd import solve_ode
+
+        s = self.sim
+        p = torch.stack([v.reshape(()) for v in params]) if params else torch.zeros(0, dtype=DTYPE, device=dev)
+        times = np.linspace(s.t0, s.t1, s.steps + 1)
+        Y = solve_ode(self.system, y0, p, s.t0, times, method=s.method, rtol=s.rtol, atol=s.atol)
+        if not bool(torch.isfinite(Y).all()):
+            raise ValueError("the coarse solve failed")
+        return Y
         i = torch.clamp(torch.floor(pos).long(), max=s.steps - 1)
         w = pos - i
+        if self.field:
+            return self._field(path[:, self.columns], i, w, inputs[s.space])
+        grid = torch.tensor(np.linspace(s.t0, s.t1, s.steps + 1), dtype=DTYPE, device=dev)
+        local = dict(env)
+        local[s.time.name] = grid
+        for k, name in enumerate(names):
+            local[name] = path[:, k]
+        out = self.output(local, s.steps + 1, dev)
         return out[i] * (1 - w) + out[i + 1] * w
+
+    def _field(self, U, i, w, x):
+        """A field on the grid U (steps + 1, nodes), interpolated bilinearly in time and space."""
+        s = self.sim
+        n = len(s.nodes)
+        lo = s.nodes[0]
+        hx = s.nodes[1] - s.nodes[0]
+        limit = n if s.periodic else n - 1
+        u = torch.clamp((x - lo) / hx, 0, limit)
+        j = torch.clamp(torch.floor(u).long(), max=limit - 1)
+        v = u - j
+        j1 = (j + 1) % n if s.periodic else j + 1
+        at = (U[i, j] * (1 - v) + U[i, j1] * v) * (1 - w)
+        return at + (U[i + 1, j] * (1 - v) + U[i + 1, j1] * v) * w
 
 
 class FidelityModel:
@@ -332,7 +394,7 @@ class FidelityModel:
             local[axis] = X[:, i]
         for sym, sim in self.simulators.items():
             if sym in {s.name for s in cl.level.expression.free_symbols}:
-                local[sym] = sim(env, X[:, self.axes[sim.sim.time.name]])
+                local[sym] = sim(env, {a: X[:, k] for a, k in self.axes.items()})
         lower_parts = {}
         for lower in cl.level.lower:
             mean, inst = self.evaluate(lower, X, env, fixed, joint, memo)
@@ -532,20 +594,25 @@ class Block:
         N = r.shape[0]
         return -0.5 * (r * alpha).sum() - torch.log(torch.diagonal(L)).sum() - 0.5 * N * math.log(2 * math.pi)
 
-    def potential(self, z_base: torch.Tensor):
-        """U(z_block) = -(log likelihood + log prior + log|J|) and its gradient, for rows of a batch."""
+    def potential(self, z_base: torch.Tensor, gradient: bool = True):
+        """U(z_block) = -(log likelihood + log prior + log|J|) and its gradient (zero without
+        ``gradient``, which skips autograd), for rows of a batch."""
         def fn(Z: np.ndarray):
             U = np.empty(Z.shape[0])
             G = np.zeros_like(Z)
             for i, zb in enumerate(Z):
-                zt = torch.tensor(zb, dtype=DTYPE, device=self.model.device, requires_grad=True)
+                zt = torch.tensor(zb, dtype=DTYPE, device=self.model.device, requires_grad=gradient)
                 try:
-                    env, lp = self.model.unpack(self.full_z(zt, z_base))
-                    u = -(self.log_likelihood(env) + lp)
+                    with torch.set_grad_enabled(gradient):
+                        env, lp = self.model.unpack(self.full_z(zt, z_base))
+                        u = -(self.log_likelihood(env) + lp)
                     if not torch.isfinite(u):
                         raise ValueError
+                    U[i] = float(u.detach())
+                    if not gradient:
+                        continue
                     (g,) = torch.autograd.grad(u, zt)
-                    U[i], G[i] = float(u.detach()), g.cpu().numpy()
+                    G[i] = g.cpu().numpy()
                     if not np.isfinite(G[i]).all():
                         raise ValueError
                 except (ValueError, RuntimeError):
