@@ -64,7 +64,7 @@ def start_consistency(devices) -> dict:
         loss = -(sum(terms.values()) + log_prior)[0] / pm.n_points()
         loss.backward()
         grads = torch.cat([p.grad.reshape(-1).double().cpu() for p in pm.networks.parameters()] + [z.grad.cpu()])
-        out[dev] = (float(loss), grads)
+        out[dev] = (float(loss.detach()), grads)
     (l0, g0), (l1, g1) = out[devices[0]], out[devices[1]]
     rel_loss = abs(l0 - l1) / abs(l0)
     rel_grad = float((g0 - g1).norm() / g0.norm())

@@ -104,12 +104,14 @@ boundary u(1, t) = 0
 initial u(x, 0) = -sin(pi * x)
 data probe = csv("{csv}")
 observe probe.u ~ Normal(u, sigma)
-solver mol(points={points}, method={method}, rtol=1e-7, atol=1e-9)
+solver mol(points={points}, method={method}, scheme={scheme}, rtol=1e-7, atol=1e-9)
 """
 
 
-def mol_solution(nu: float, points: int, times=(0.25, 0.5, 0.75, 1.0), method: str = "auto"):
-    """msml's method-of-lines solution on its grid at ``times``: (x (points,), u (len(times), points))."""
+def mol_solution(nu: float, points: int, times=(0.25, 0.5, 0.75, 1.0), method: str = "auto", scheme: str = "central"):
+    """msml's method-of-lines solution on its grid at ``times``: (x (points,), u (len(times), points)).
+
+    ``scheme`` is that of ``solver mol(scheme=...)``: central, upwind1 or upwind2."""
     import tempfile
     from pathlib import Path
 
@@ -121,7 +123,7 @@ def mol_solution(nu: float, points: int, times=(0.25, 0.5, 0.75, 1.0), method: s
     with tempfile.TemporaryDirectory() as tmp:
         # one probe per output time (msml's MoL outputs the grid at the observed times)
         Path(tmp, "probe.csv").write_text("x,t,u\n" + "".join(f"0,{t!r},0\n" for t in times))
-        model = msml_dsl.compile_source(MOL_MODEL.format(csv="probe.csv", points=points, method=method),
+        model = msml_dsl.compile_source(MOL_MODEL.format(csv="probe.csv", points=points, method=method, scheme=scheme),
                                         "burgers_mol.msml", device="cpu", base_dir=tmp)
         values = {"lambda1": np.array([1.0]), "lambda2": np.array([nu]), "sigma": np.array([0.01])}
         out = model.program.evaluate_draws(values, seed=0, predictive=False)

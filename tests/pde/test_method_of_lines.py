@@ -180,25 +180,20 @@ def test_third_derivative_needs_pinn(probe):
 
 
 # --------------------------------------------------------------------------- upwinding
-ADVECTION = """
-model adv
-space x in [-1, 1]
-time t in [0, 0.5]
-field u(x, t) : mlp()
-param a ~ Normal(1, 1)
-param nu ~ LogNormal(-6, 1)
-equation der(u, t) + {advection} = nu * der(u, x, x)
-boundary u(-1, t) = u(1, t)
-initial u(x, 0) = sin(pi * x)
-data d = csv("d.csv")
-observe d.u ~ Normal(u, 0.1)
-solver mol(points={n}, scheme={scheme}, method=rk45, rtol=1e-10, atol=1e-12)
-"""
+def _upwind_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "mol_upwind.py"
+    spec = importlib.util.spec_from_file_location("mol_upwind", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _advection(tmp_path, n, scheme, advection="a * der(u, x)"):
-    (tmp_path / "d.csv").write_text("x,t,u\n0.0,0.5,0.5\n")
-    return compile_source(ADVECTION.format(n=n, scheme=scheme, advection=advection), base_dir=tmp_path)
+    """u_t + advection = nu u_xx, periodic on [-1, 1] (the model of benchmarks/mol_upwind.py)."""
+    return _upwind_benchmark().advection_model(tmp_path, n, scheme, advection)
 
 
 def _rates(model, u, **values):
@@ -243,19 +238,10 @@ def test_burgers_upwinding_uses_the_local_velocity(tmp_path):
 
 
 @pytest.mark.slow
-def test_upwind_schemes_converge_at_their_orders(tmp_path):
+def test_upwind_schemes_converge_at_their_orders():
     # u_t + u_x = 0.001 u_xx, periodic, u(x, 0) = sin(pi x): u = exp(-0.001 pi^2 t) sin(pi (x - t)).
     # Measured (benchmarks/README.md): central 2.00, upwind1 0.95 and 0.98, upwind2 2.00 (40, 80, 160 nodes).
-    orders = {}
-    for scheme in ("central", "upwind1", "upwind2"):
-        errors = []
-        for n in (40, 80, 160):
-            m = _advection(tmp_path, n, scheme)
-            sol = _solve(m, a=1.0, nu=0.001)[-1]
-            x = -1 + 2 * np.arange(n) / n
-            T = m.ir.ode.output_times[-1]
-            errors.append(np.abs(sol - np.exp(-0.001 * math.pi ** 2 * T) * np.sin(math.pi * (x - T))).max())
-        orders[scheme] = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
+    orders = {k: np.array(o) for k, (_, o) in _upwind_benchmark().convergence().items()}
     assert np.all(orders["central"] > 1.9), orders
     assert np.all((orders["upwind1"] > 0.85) & (orders["upwind1"] < 1.15)), orders
     assert np.all(orders["upwind2"] > 1.9), orders
