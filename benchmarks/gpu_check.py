@@ -53,7 +53,7 @@ def start_consistency(devices) -> dict:
     from msml_dsl.backends.pinn.settings import PINN_OPTIONS, resolve_options
 
     text = (MODELS / "burgers" / "model.msml").read_text()
-    out = {}
+    out = []
     for dev in devices:
         model = msml_dsl.compile_source(text, "model.msml", device=dev, base_dir=MODELS / "burgers")
         solver = resolve_options(PINN_OPTIONS, dict(model.ir.pde.solver.options), "solver")
@@ -64,8 +64,8 @@ def start_consistency(devices) -> dict:
         loss = -(sum(terms.values()) + log_prior)[0] / pm.n_points()
         loss.backward()
         grads = torch.cat([p.grad.reshape(-1).double().cpu() for p in pm.networks.parameters()] + [z.grad.cpu()])
-        out[dev] = (float(loss.detach()), grads)
-    (l0, g0), (l1, g1) = out[devices[0]], out[devices[1]]
+        out.append((float(loss.detach()), grads))
+    (l0, g0), (l1, g1) = out
     rel_loss = abs(l0 - l1) / abs(l0)
     rel_grad = float((g0 - g1).norm() / g0.norm())
     return {"loss": (l0, l1), "rel_loss": rel_loss, "rel_grad": rel_grad, "ok": rel_loss < 1e-4 and rel_grad < 1e-4}
@@ -74,7 +74,7 @@ def start_consistency(devices) -> dict:
 def forward(dev: str, quick: bool, threads: int) -> dict:
     import pinn_burgers
 
-    args = argparse.Namespace(points=3000, adam=300 if quick else 2000, lbfgs=100 if quick else 1000,
+    args = argparse.Namespace(points=3000, adam=300 if quick else 1500, lbfgs=100 if quick else 500,
                               dtype="float32", device=dev, every=10**9, threads=threads)
     _sync(dev)
     t0 = time.perf_counter()
@@ -90,7 +90,7 @@ def inverse(dev: str, quick: bool) -> dict:
     text = (MODELS / "burgers" / "model.msml").read_text()
     text = re.sub(r"^infer .*$", "infer laplace(draws=1000, network=all)", text, flags=re.M)
     model = msml_dsl.compile_source(text, "model.msml", device=dev, base_dir=MODELS / "burgers")
-    steps = {"adam_steps": 300, "lbfgs_steps": 100} if quick else {"adam_steps": 1000, "lbfgs_steps": 1500}
+    steps = {"adam_steps": 300, "lbfgs_steps": 100} if quick else {"adam_steps": 800, "lbfgs_steps": 800}
     _sync(dev)
     t0 = time.perf_counter()
     fit = model.run(solver_options=steps)
@@ -109,7 +109,7 @@ def mol_nuts(dev: str, quick: bool) -> dict:
     text = (MODELS / "fisher_kpp" / "model.msml").read_text()
     text = re.sub(r"^solver .*$", "solver mol(points=51, method=rk45, rtol=1e-6, atol=1e-8)", text, flags=re.M)
     model = msml_dsl.compile_source(text, "model.msml", device=dev, base_dir=MODELS / "fisher_kpp")
-    n = 100 if quick else 300
+    n = 100 if quick else 200
     _sync(dev)
     t0 = time.perf_counter()
     fit = model.sample(chains=4, warmup=n, draws=n, seed=1)
@@ -146,23 +146,21 @@ def main() -> int:
     if not c["ok"]:
         failures.append("start")
 
-    f = {d: forward(d, args.quick, args.threads or torch.get_num_threads()) for d in devices}
-    a, b = (f[d]["rel_l2"] for d in devices)
+    f = [forward(d, args.quick, args.threads or torch.get_num_threads()) for d in devices]
+    a, b = (r["rel_l2"] for r in f)
     ok = max(a, b) / min(a, b) < 3
-    print("\n2. Burgers forward   " + "   ".join(f"{d}: rel L2 {f[d]['rel_l2']:.3e}, {f[d]['seconds']:.1f} s "
-                                               f"({f[d]['adam']}+{f[d]['lbfgs']} steps)" for d in devices)
-          + f"   speed-up {f[devices[0]]['seconds'] / f[devices[1]]['seconds']:.2f}x: {'ok' if ok else 'FAIL'}",
-          flush=True)
+    print("\n2. Burgers forward   " + "   ".join(f"{d}: rel L2 {r['rel_l2']:.3e}, {r['seconds']:.1f} s "
+                                               f"({r['adam']}+{r['lbfgs']} steps)" for d, r in zip(devices, f))
+          + f"   speed-up {f[0]['seconds'] / f[1]['seconds']:.2f}x: {'ok' if ok else 'FAIL'}", flush=True)
     if not ok:
         failures.append("forward")
 
-    inv = {d: inverse(d, args.quick) for d in devices}
-    i0, i1 = inv[devices[0]], inv[devices[1]]
+    inv = [inverse(d, args.quick) for d in devices]
+    i0, i1 = inv
     ok = abs(i0["lambda1"] - i1["lambda1"]) < 0.005 * abs(i0["lambda1"]) and \
         abs(i0["lambda2"] - i1["lambda2"]) < 0.05 * abs(i0["lambda2"])
     print("\n3. Burgers inverse (laplace, network=all)")
-    for d in devices:
-        r = inv[d]
+    for d, r in zip(devices, inv):
         print(f"   {d:<6} lambda1 {r['lambda1']:.5f} [{r['lambda1_94'][0]:.5f}, {r['lambda1_94'][1]:.5f}]  "
               f"lambda2 {r['lambda2']:.6f} [{r['lambda2_94'][0]:.6f}, {r['lambda2_94'][1]:.6f}]  "
               f"{r['seconds']:.1f} s ({r['steps']} steps)")
@@ -170,13 +168,13 @@ def main() -> int:
     if not ok:
         failures.append("inverse")
 
-    m = {d: mol_nuts(d, args.quick) for d in devices}
-    m0, m1 = m[devices[0]], m[devices[1]]
+    m = [mol_nuts(d, args.quick) for d in devices]
+    m0, m1 = m
     ok = all(abs(m0[p][0] - m1[p][0]) < 4 * math.hypot(m0[p][2], m1[p][2]) for p in ("D", "r", "sigma"))
     print("\n4. Fisher-KPP, method of lines (51 nodes), NUTS 4 chains")
-    for d in devices:
-        print(f"   {d:<6} " + "  ".join(f"{p} {m[d][p][0]:.4f} ± {m[d][p][1]:.4f}" for p in ("D", "r", "sigma"))
-              + f"  {m[d]['seconds']:.1f} s")
+    for d, r in zip(devices, m):
+        print(f"   {d:<6} " + "  ".join(f"{p} {r[p][0]:.4f} ± {r[p][1]:.4f}" for p in ("D", "r", "sigma"))
+              + f"  {r['seconds']:.1f} s")
     print(f"   speed-up {m0['seconds'] / m1['seconds']:.2f}x: {'ok' if ok else 'FAIL'}", flush=True)
     if not ok:
         failures.append("mol nuts")
