@@ -31,6 +31,12 @@ def _small(method):
     return wrapper
 
 
+def _short(path: str) -> str:
+    """A level's model file as folder/name (enough to tell models/*/model.msml apart)."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}"
+
+
 @dataclass(frozen=True)
 class Prediction:
     """A level's posterior at points x: mean, sd and the central credible band (``prob``)."""
@@ -254,6 +260,13 @@ class FidelityFit:
             import sympy
 
             lines.append(f"  {lv.name} = {sympy.sstr(lv.expression)}")
+        for sim in p.simulations:
+            what = (f"the field {sim.output[0].name.split('[')[0]} of {_short(sim.source)} on {len(sim.nodes)} "
+                    f"nodes in {sim.space}") if sim.space else \
+                f"{sympy.sstr(sim.output)} of {_short(sim.source) if sim.source else 'this file'}"
+            solve = (f"{sim.method} at rtol {sim.rtol:g}, read on {sim.steps} intervals" if sim.method in
+                     ("rk45", "stiff", "auto") else f"{sim.steps} {sim.method} steps")
+            lines.append(f"  {sim.symbol.name}: {what}, {solve} over {sim.time.name} in [{sim.t0:g}, {sim.t1:g}]")
         lines.append("")
         params = self.parameters()
         if self.method == "map":
