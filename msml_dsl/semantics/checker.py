@@ -41,12 +41,13 @@ INITS = ("map", "prior", "uniform", "derivatives")
 
 # Statements that parse and check but have no backend yet (later issues).
 _LATER: dict = {}
-MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution"}
+MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution", "output_scale": float}
 GP_OPTIONS = {"kernel": str, "basis": "ints", "lengthscale": "distribution", "amplitude": "distribution",
               "period": float, "boundary_factor": float}
 LIBRARY_OPTIONS = {"sparsity": "call", "threshold": float, "constant": bool}
 LIBRARY_GROUPS = ("poly", "fourier")
 SPARSITY_PRIORS = {"horseshoe": 1, "laplace": 1, "spike_slab": 2, "normal": 1}
+SPARSITY_KEYWORDS = {"horseshoe": ("slab_scale", "slab_df")}  # the regularised horseshoe's slab
 # Statements of PDE models (checked here, lowered by ir/ and solved by backends/pinn or method of lines).
 _PDE_STATEMENTS = (ast.SpaceDecl, ast.FieldDecl, ast.BoundaryDecl, ast.InitialDecl, ast.CollocationDecl,
                    ast.PhysicsDecl)
@@ -535,7 +536,8 @@ class _Checker:
                 self.bag.error("E221", f"'{target.id}' has two equations (the first is on line "
                                f"{eq_spans[target.id].line})", e.span, help="write one equation per state")
                 continue
-            self.check_expression(e.rhs, allowed=("const", "param", "state", "time variable", "unknown"),
+            self.check_expression(e.rhs, allowed=("const", "param", "state", "time variable", "unknown",
+                                                  "derived quantity"),
                                   context="an ODE right-hand side")
             eqs[target.id] = e.rhs
             eq_spans[target.id] = e.span
@@ -566,7 +568,8 @@ class _Checker:
                 self.bag.error("E223", f"'{i.name.id}' has two initial values (the first is on line "
                                f"{spans[i.name.id].line})", i.span)
                 continue
-            self.check_expression(i.value, allowed=("const", "param"), context="an initial value")
+            self.check_expression(i.value, allowed=("const", "param", "derived quantity", "unknown"),
+                                  context="an initial value")
             inits[i.name.id] = i.value
             spans[i.name.id] = i.span
         for s in self.p.of_type(ast.StateDecl):
@@ -632,7 +635,7 @@ class _Checker:
             spec = self.check_distribution(o.distribution, role="observation")
             for a in o.distribution.args:
                 self.check_expression(a, allowed=("const", "param", "state", "time variable", "unknown", "field",
-                                                  "fidelity level", "space variable"),
+                                                  "fidelity level", "space variable", "derived quantity"),
                                       context="an observation's argument", columns_of=src.id)
             if spec is not None:
                 out.append(ObservationInfo(src.id, o.target.column.id, o.target.column.span, spec.name,
@@ -648,7 +651,7 @@ class _Checker:
         out = []
         defined: set[str] = set()
         for d in self.p.of_type(ast.DeriveDecl):
-            self.check_expression(d.value, allowed=("const", "param", "derived quantity"),
+            self.check_expression(d.value, allowed=("const", "param", "derived quantity", "unknown"),
                                   context="a derived quantity")
             for node in iter_expr(d.value):
                 if isinstance(node, ast.Name) and self.kind(node.id) == "derived quantity" and node.id not in defined:
@@ -969,8 +972,25 @@ class _Checker:
                     if isinstance(node, ast.Call) and node.func.id in calls:
                         calls[node.func.id].append(node)
         out = []
+        input_kinds = ("state", "time variable", "space variable", "field", "param", "const", "fidelity level",
+                       "derived quantity")
+        pool = [n for n in self.declared if self.kind(n) in input_kinds]
         for d in decls:
             n_inputs = len(d.inputs)
+            seen: set[str] = set()
+            for a in d.inputs:
+                k = self.kind(a.id)
+                if a.id in seen:
+                    self.bag.error("E296", f"the unknown term '{d.name.id}' lists the input '{a.id}' twice", a.span)
+                elif k is None:
+                    self.bag.error("E296", f"the input '{a.id}' of the unknown term '{d.name.id}' is not in scope: "
+                                   "no state, time or space variable, field, parameter or constant has that name",
+                                   a.span, help=did_you_mean(a.id, pool) or f"declare it, or name one of: "
+                                   f"{', '.join(pool) if pool else '(nothing is declared)'}")
+                elif k not in input_kinds:
+                    self.bag.error("E296", f"the input '{a.id}' of the unknown term '{d.name.id}' is a {k}; an input "
+                                   "is a state, a time or space variable, a field, a parameter or a constant", a.span)
+                seen.add(a.id)
             for c in calls[d.name.id]:
                 if len(c.args) != n_inputs or c.keywords:
                     self.bag.error("E295", f"the unknown term '{d.name.id}' takes {n_inputs} input"
@@ -1014,9 +1034,11 @@ class _Checker:
                     self.bag.error("E297", f"unknown sparsity prior '{word}'", v.span,
                                    help=did_you_mean(word, SPARSITY_PRIORS) or "use horseshoe(0.1), laplace(1), "
                                    "spike_slab(0.2, 10) or normal(1)")
-                elif len(v.args) != SPARSITY_PRIORS[v.func.id] or v.keywords:
+                elif len(v.args) != SPARSITY_PRIORS[v.func.id]:
                     self.bag.error("E297", f"{v.func.id}() takes {SPARSITY_PRIORS[v.func.id]} number"
                                    f"{'s' if SPARSITY_PRIORS[v.func.id] != 1 else ''}", v.span)
+                elif not self._sparsity_keywords(v):
+                    pass
                 else:
                     values = [self.constant_value(a, f"an argument of {v.func.id}()") for a in v.args]
                     if all(x is not None for x in values):
@@ -1030,6 +1052,9 @@ class _Checker:
             else:
                 keywords.append(kw)
         opts = self._options(ast.Method(rep.func, (), tuple(keywords), rep.span), plain, f"{kind} term")
+        if kind == "mlp" and "output_scale" in opts and not opts["output_scale"] > 0:
+            self.bag.error("E297", "output_scale must be positive", _kw_span(rep, "output_scale"))
+            opts.pop("output_scale")
         if kind == "gp":
             kernel = opts.get("kernel", "rbf")
             if kernel == "periodic" and "period" not in opts:
@@ -1069,6 +1094,31 @@ class _Checker:
                            rep.args[0].span)
         return UnknownInfo(d.name.id, tuple(a.id for a in d.inputs), kind, tuple(sorted(opts.items())),
                            tuple(terms), tuple(priors), sparsity, d.span)
+
+    def _sparsity_keywords(self, v: ast.Call) -> bool:
+        """horseshoe(tau0, slab_scale=2, slab_df=4): the regularised horseshoe's slab; other priors take none."""
+        allowed = SPARSITY_KEYWORDS.get(v.func.id, ())
+        ok = True
+        for kw in v.keywords:
+            if kw.name.id not in allowed:
+                self.bag.error("E297", f"{v.func.id}() has no option '{kw.name.id}'", kw.name.span,
+                               help=did_you_mean(kw.name.id, allowed) or (
+                                   f"{v.func.id}() takes " + (", ".join(allowed) if allowed else "no named options")))
+                ok = False
+                continue
+            value = self.constant_value(kw.value, f"{v.func.id}(..., {kw.name.id}=...)")
+            if value is None:
+                ok = False
+            elif not value > 0:
+                self.bag.error("E297", f"{kw.name.id} must be positive", kw.value.span)
+                ok = False
+        if v.keyword("slab_df") is not None and v.keyword("slab_scale") is None:
+            self.bag.error("E297", "slab_df sets the slab of a regularised horseshoe; give its slab_scale too",
+                           v.keyword("slab_df").name.span,
+                           help=f"e.g. horseshoe({v.args[0].text if isinstance(v.args[0], ast.Number) else 1}, "
+                                "slab_scale=2, slab_df=4)")
+            ok = False
+        return ok
 
     def _check_library_group(self, call: ast.Call, inputs: set[str]) -> None:
         """poly(x, y, degree=2) or fourier(t, n=3, period=365): names must be inputs."""

@@ -106,16 +106,16 @@ def build_symbolic(model: CheckedModel) -> SymbolicModel:
             args = tuple(symbols[a] for a in f.arguments)
             builder.fields[f.name] = (sympy.Function(f.name, real=True)(*args), args)
     constants = {symbols[n]: sympy.Float(v) for n, v in model.constants.items()}
-    rhs = tuple(builder.build(model.equations[s]) for s in model.states)
-    inits = tuple(builder.build(model.inits[s]) for s in model.states)
-    prior_args = {p.name: tuple(builder.build(a) for a in p.args) for p in model.parameters}
-    observation_args = {o.name: tuple(builder.build(a) for a in o.args) for o in model.observations}
     derived = []
-    for name, e in model.derived:
+    for name, e in model.derived:  # first: equations, initial values and observations may use them
         value = builder.build(e)
         derived.append((name, value))
         builder.derived[name] = value  # later derived quantities may use this one
     derived = tuple(derived)
+    rhs = tuple(builder.build(model.equations[s]) for s in model.states)
+    inits = tuple(builder.build(model.inits[s]) for s in model.states)
+    prior_args = {p.name: tuple(builder.build(a) for a in p.args) for p in model.parameters}
+    observation_args = {o.name: tuple(builder.build(a) for a in o.args) for o in model.observations}
     pde_equations, conditions, physics = (), (), {}
     if model.pde is not None:
         pde_equations = tuple((builder.build(e.lhs) - builder.build(e.rhs), e.span.line) for e in model.pde.equations)

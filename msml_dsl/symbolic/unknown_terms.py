@@ -9,7 +9,9 @@ sensitivities, the compiled log density, NUTS and MAP — handles it unchanged:
   over the data (``phi_k / s_k``), so the sparsity prior acts on every candidate's typical
   contribution ``c_k s_k`` in the units of the equation. Priors: ``horseshoe(tau0)``
   (non-centred: ``c_k s_k = tau lambda_k z_k``, tau ~ HalfCauchy(tau0), lambda_k ~ HalfCauchy(1),
-  z_k ~ Normal(0, 1)), ``laplace(b)``, ``normal(s)`` and ``spike_slab(p, slab)`` (a continuous
+  z_k ~ Normal(0, 1)), the regularised horseshoe ``horseshoe(tau0, slab_scale=c, slab_df=nu)``
+  (Piironen & Vehtari 2017; see ``_sparsity_prior``), ``laplace(b)``, ``normal(s)`` and
+  ``spike_slab(p, slab)`` (a continuous
   two-component mixture with a spike of slab/100, so NUTS can move between them).
 * ``gp(kernel=rbf|matern32|matern52|periodic, basis=16, lengthscale=..., amplitude=...)`` is the
   Hilbert-space basis approximation of a Gaussian process (Solin & Särkkä 2020; Riutort-Mayol
@@ -18,11 +20,12 @@ sensitivities, the compiled log density, NUTS and MAP — handles it unchanged:
   (2.5), beta_j ~ Normal(0, 1). Inputs are standardised to [-1, 1] over the data, so
   lengthscales are in units of half the data range. The periodic kernel uses its Fourier
   (Bessel) expansion with the lengthscale fixed by the option.
-* ``mlp(hidden=[16, 16], activation=tanh, prior=Normal(0, 1))`` is a small network written
-  out symbolically; its weights are one vector parameter with the given prior, its inputs
-  standardised over the data.
+* ``mlp(hidden=[16, 16], activation=tanh, prior=Normal(0, 1), output_scale=...)`` is a small
+  network written out symbolically; its weights are one vector parameter with the given prior,
+  its inputs standardised over the data and its output multiplied by ``output_scale`` (by
+  default the typical rate of change, from the data, of the states whose equations call it).
 
-The data scales come from the observations: an input that is a state observed directly
+The data scales come from the observations: an input that is a state or field observed directly
 (``Normal(H, s)``, ``LogNormal(log(H), s)``, ``Poisson(H)``...) takes that column's values;
 the time takes its declared range. An input with no data uses the scale 1 and a note says so.
 """
@@ -102,7 +105,7 @@ def expand_unknowns(symbolic, tables) -> dict[str, ExpandedTerm]:
         elif info.representation == "gp":
             out[info.name] = _gp(info, placeholders, data, symbolic, notes)
         else:
-            out[info.name] = _mlp(info, placeholders, data, symbolic, notes)
+            out[info.name] = _mlp(info, placeholders, data, symbolic, notes, _rate_scale(info.name, symbolic, tables))
     return out
 
 
@@ -118,7 +121,9 @@ def substitute_unknowns(expr: sympy.Expr, terms: dict[str, ExpandedTerm]) -> sym
 
 # ----------------------------------------------------------------------------- data scales
 def _input_samples(symbolic, tables, n: int = 400) -> dict[str, np.ndarray]:
-    """Values each possible input takes in the data (a state observed directly, or the time)."""
+    """Values each possible input takes in the data (a state or field observed directly, or the time)."""
+    from sympy.core.function import AppliedUndef
+
     model = symbolic.checked
     out: dict[str, np.ndarray] = {}
     if model.time and model.time_range:
@@ -131,8 +136,11 @@ def _input_samples(symbolic, tables, n: int = 400) -> dict[str, np.ndarray]:
             continue
         values = tables[obs.source].columns[obs.column]
         values = values[np.isfinite(values)]
+        fields = {f.name for f in model.pde.fields} if model.pde is not None else set()
         if isinstance(loc, sympy.Symbol) and loc.name in model.states:
             target = loc.name
+        elif isinstance(loc, AppliedUndef) and loc.func.__name__ in fields:   # a field observed directly
+            target = loc.func.__name__
         elif isinstance(loc, sympy.log) and isinstance(loc.args[0], sympy.Symbol) and loc.args[0].name in model.states:
             target = loc.args[0].name
             values = np.exp(values) if obs.distribution == "Normal" else values
@@ -141,6 +149,43 @@ def _input_samples(symbolic, tables, n: int = 400) -> dict[str, np.ndarray]:
         if obs.distribution == "LogNormal" or values.size:
             out.setdefault(target, values)
     return out
+
+
+def _rate_scale(name: str, symbolic, tables) -> float | None:
+    """The typical rate of change of the states whose ODE equations call ``name``, from their data.
+
+    The sd of finite differences of consecutive observations (noise inflates it a little; it only
+    sets the order of magnitude of a network's output). None when no such state is observed directly.
+    """
+    from msml_dsl.syntax.parser import iter_expr
+
+    model = symbolic.checked
+    targets = {state for state, rhs in model.equations.items()
+               if any(isinstance(n, ast.Call) and n.func.id == name for n in iter_expr(rhs))}
+    rates = []
+    for obs in model.observations:
+        loc = symbolic.observation_args[obs.name][0] if symbolic.observation_args[obs.name] else None
+        table = tables[obs.source]
+        times = table.coordinates.get(model.time) if model.time else None
+        if loc is None or times is None:
+            continue
+        values = np.asarray(table.columns[obs.column], dtype=float)
+        if isinstance(loc, sympy.Symbol) and loc.name in targets:
+            pass
+        elif isinstance(loc, sympy.log) and isinstance(loc.args[0], sympy.Symbol) and loc.args[0].name in targets:
+            values = np.exp(values) if obs.distribution == "Normal" else values
+        else:
+            continue
+        keep = np.isfinite(values) & np.isfinite(times)
+        t, v = np.asarray(times, dtype=float)[keep], values[keep]
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        dt = np.diff(t)
+        ok = dt > 0
+        if ok.sum() >= 2:
+            rates.append(float(np.std(np.diff(v)[ok] / dt[ok])))
+    rates = [r for r in rates if np.isfinite(r) and r > 0]
+    return max(rates) if rates else None
 
 
 def _joint(data: list, n: int = 400, seed: int = 0) -> list[np.ndarray] | None:
@@ -214,29 +259,7 @@ def _library(info: UnknownInfo, xs, data, symbolic, notes) -> ExpandedTerm:
             s = 1.0  # a constant's contribution is its coefficient
         scales.append(s)
     name = info.name
-    sparsity = info.sparsity
-    kind = sparsity.func.id if sparsity is not None else "horseshoe"
-    values = [_constant_value(a, symbolic) for a in sparsity.args] if sparsity is not None else [1.0]
-    params: list[TermParameter] = []
-    z = _vector(f"{name}_z", K)
-    if kind == "horseshoe":
-        tau = sympy.Symbol(f"{name}_tau", real=True)
-        lam = _vector(f"{name}_lambda", K)
-        params += [TermParameter(f"{name}_tau", (), "HalfCauchy", (sympy.Float(values[0]),), (tau,)),
-                   TermParameter(f"{name}_lambda", (K,), "HalfCauchy", (sympy.Integer(1),), lam),
-                   TermParameter(f"{name}_z", (K,), "Normal", (sympy.Integer(0), sympy.Integer(1)), z)]
-        standardised = [tau * lam[k] * z[k] for k in range(K)]
-    elif kind == "laplace":
-        params.append(TermParameter(f"{name}_z", (K,), "Laplace", (sympy.Integer(0), sympy.Float(values[0])), z))
-        standardised = list(z)
-    elif kind == "normal":
-        params.append(TermParameter(f"{name}_z", (K,), "Normal", (sympy.Integer(0), sympy.Float(values[0])), z))
-        standardised = list(z)
-    else:  # spike_slab(p, slab)
-        p, slab = values
-        params.append(TermParameter(f"{name}_z", (K,), "SpikeSlab",
-                                    (sympy.Float(p), sympy.Float(slab), sympy.Float(slab / 100)), z))
-        standardised = list(z)
+    params, standardised = _sparsity_prior(name, K, info.sparsity, symbolic)
     candidates = []
     expression = sympy.Integer(0)
     for (label, e), s, c_std in zip(features, scales, standardised):
@@ -245,6 +268,50 @@ def _library(info: UnknownInfo, xs, data, symbolic, notes) -> ExpandedTerm:
         expression += coefficient * e
     return ExpandedTerm(name, "library", xs, info.inputs, expression, tuple(params), tuple(candidates),
                         float(opts.get("threshold", 0.1)), tuple(_range(d) for d in data), notes)
+
+
+def _sparsity_prior(name: str, K: int, sparsity: ast.Call | None, symbolic):
+    """The latent parameters of a sparsity prior and the K standardised coefficients ``c_k s_k``.
+
+    ``horseshoe(tau0)``: c_k s_k = tau lambda_k z_k, tau ~ HalfCauchy(tau0), lambda_k ~ HalfCauchy(1),
+    z_k ~ Normal(0, 1) (non-centred; the sampler moves in log tau and log lambda_k).
+
+    ``horseshoe(tau0, slab_scale=c)``: the regularised ("Finnish") horseshoe of Piironen & Vehtari
+    (2017, Electron. J. Statist. 11:5018): lambda_k is replaced by
+    ``c lambda_k / sqrt(c^2 + tau^2 lambda_k^2)``, so a coefficient the data need is shrunk like a
+    Normal(0, c) slab instead of not at all. That bounds the funnel's far end: the scales of a term
+    the data pin down no longer wander towards infinity, where a plain horseshoe leaves NUTS with
+    divergences and its deepest trees. With ``slab_df=nu`` the slab itself is uncertain,
+    c^2 ~ InvGamma(nu/2, nu c^2/2) (written ``c^2 / g``, g ~ Gamma(nu/2, nu/2)): a Student-t slab, at
+    the price of one more scale for the sampler to move along.
+    """
+    kind = sparsity.func.id if sparsity is not None else "horseshoe"
+    values = [_constant_value(a, symbolic) for a in sparsity.args] if sparsity is not None else [1.0]
+    zero, one = sympy.Integer(0), sympy.Integer(1)
+    z = _vector(f"{name}_z", K)
+    if kind == "horseshoe":
+        tau = sympy.Symbol(f"{name}_tau", real=True)
+        lam = _vector(f"{name}_lambda", K)
+        params = [TermParameter(f"{name}_tau", (), "HalfCauchy", (sympy.Float(values[0]),), (tau,)),
+                  TermParameter(f"{name}_lambda", (K,), "HalfCauchy", (one,), lam),
+                  TermParameter(f"{name}_z", (K,), "Normal", (zero, one), z)]
+        slab = sparsity.keyword("slab_scale") if sparsity is not None else None
+        if slab is None:
+            return params, [tau * lam[k] * z[k] for k in range(K)]
+        c2 = sympy.Float(_constant_value(slab.value, symbolic)) ** 2
+        df_kw = sparsity.keyword("slab_df")
+        if df_kw is not None:
+            nu = _constant_value(df_kw.value, symbolic)
+            g = sympy.Symbol(f"{name}_slab", real=True)
+            params.append(TermParameter(f"{name}_slab", (), "Gamma", (sympy.Float(nu / 2), sympy.Float(nu / 2)), (g,)))
+            c2 = c2 / g
+        return params, [tau * z[k] * sympy.sqrt(c2 * lam[k] ** 2 / (c2 + tau ** 2 * lam[k] ** 2)) for k in range(K)]
+    if kind in ("laplace", "normal"):
+        dist = "Laplace" if kind == "laplace" else "Normal"
+        return [TermParameter(f"{name}_z", (K,), dist, (zero, sympy.Float(values[0])), z)], list(z)
+    p, slab_sd = values  # spike_slab(p, slab)
+    return [TermParameter(f"{name}_z", (K,), "SpikeSlab", (sympy.Float(p), sympy.Float(slab_sd),
+                                                           sympy.Float(slab_sd / 100)), z)], list(z)
 
 
 def _label(e: sympy.Expr, names, xs) -> str:
@@ -359,7 +426,13 @@ def _prior_parameter(name, call: ast.Call | None, default, symbol, symbolic) -> 
 
 
 # ----------------------------------------------------------------------------- network
-def _mlp(info: UnknownInfo, xs, data, symbolic, notes) -> ExpandedTerm:
+def _mlp(info: UnknownInfo, xs, data, symbolic, notes, rate: float | None = None) -> ExpandedTerm:
+    """The network ``output_scale * net(standardised inputs)``.
+
+    ``output_scale`` defaults to the typical rate of change (from the data) of the states whose
+    equations call the term, so unit-scale weights give a term of the size the equations need;
+    a term used only in observations or parameters has scale 1 unless the option sets it.
+    """
     opts = dict(info.options)
     priors = dict(info.priors)
     hidden = tuple(opts.get("hidden", (16, 16)))
@@ -385,4 +458,11 @@ def _mlp(info: UnknownInfo, xs, data, symbolic, notes) -> ExpandedTerm:
     else:
         dist, args = prior.func.id, tuple(sympy.Float(_constant_value(a, symbolic)) for a in prior.args)
     params = (TermParameter(f"{info.name}_w", (K,), dist, args, w),)
-    return ExpandedTerm(info.name, "mlp", xs, info.inputs, layer[0], params, (), 0.1, tuple(ranges), notes)
+    scale = opts.get("output_scale")
+    if scale is None:
+        scale = rate if rate is not None else 1.0
+        notes = notes + ((f"the output of '{info.name}' is scaled by {scale:.4g}, the typical rate of change of "
+                          "the states it drives (set output_scale= to change it)") if rate is not None else
+                         (f"'{info.name}' drives no observed state; its output scale is 1 (set output_scale=)"),)
+    return ExpandedTerm(info.name, "mlp", xs, info.inputs, sympy.Float(float(scale)) * layer[0], params, (), 0.1,
+                        tuple(ranges), notes)
