@@ -1612,4 +1612,5 @@ def _text(e: ast.Expr) -> str:
 
 
 def _allowed_help(allowed: tuple[str, ...]) -> str:
-    return "here you may use: " + ", ".join(a + "s" for a in allowed)
+    plural = {"derived quantity": "derived quantities", "unknown": "unknown terms"}
+    return "here you may use: " + ", ".join(plural.get(a, a + "s") for a in allowed)
