@@ -91,7 +91,7 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_msml(name, chains, warmup, draws, seed, scratch):
+def run_msml(name, chains, warmup, draws, seed, scratch, metric="auto"):
     import msml_dsl
     from msml_dsl.diagnostics import ess_bulk, rhat
 
@@ -99,7 +99,7 @@ def run_msml(name, chains, warmup, draws, seed, scratch):
     model = msml_dsl.compile_file(model_path(name, scratch), device="cpu")
     _ = model.program
     compile_s = time.perf_counter() - t0
-    fit = model.sample(chains=chains, warmup=warmup, draws=draws, seed=seed)
+    fit = model.sample(chains=chains, warmup=warmup, draws=draws, seed=seed, metric=metric)
     wall = time.perf_counter() - t0
     data = fit.to_arviz()
     params = [p.name for p in model.ir.parameters]
@@ -137,7 +137,7 @@ def _sir_data():
     return df["day"].to_numpy(float), df["in_bed"].to_numpy(float)
 
 
-def run_numpyro(name, chains, warmup, draws, seed, scratch):
+def run_numpyro(name, chains, warmup, draws, seed, scratch, dense_mass=False):
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -192,7 +192,7 @@ def run_numpyro(name, chains, warmup, draws, seed, scratch):
 
         init = SIR_GOOD_INIT
     t0 = time.perf_counter()
-    mcmc = MCMC(NUTS(model, init_strategy=init_to_value(values=init)), num_warmup=warmup, num_samples=draws,
+    mcmc = MCMC(NUTS(model, init_strategy=init_to_value(values=init), dense_mass=dense_mass), num_warmup=warmup, num_samples=draws,
                 num_chains=chains, chain_method="sequential", progress_bar=False)
     mcmc.run(jax.random.PRNGKey(seed))
     wall = time.perf_counter() - t0
@@ -298,7 +298,11 @@ def run_pyro_stock(name, chains, warmup, draws, seed, scratch):
             "peak_mb": peak_mb(), "means": {k: float(v.mean()) for k, v in samples.items()}}
 
 
-WORKERS = {"msml": run_msml, "numpyro": run_numpyro, "pymc": run_pymc, "pyro": run_pyro_stock}
+# msml's default metric is dense for small models (metric=auto); the "_diag"/"_dense" variants
+# show how much of each tool's speed is the mass matrix rather than the gradient.
+WORKERS = {"msml": run_msml, "numpyro": run_numpyro, "pymc": run_pymc, "pyro": run_pyro_stock,
+           "msml_diag": lambda *a: run_msml(*a, metric="diag"),
+           "numpyro_dense": lambda *a: run_numpyro(*a, dense_mass=True)}
 
 
 def gradient_time(name: str, scratch: Path, batch: int = 4, repeats: int = 200) -> tuple[float, int]:
@@ -368,27 +372,27 @@ def main() -> None:
     subprocess.run([args.python, "-c", "import msml_dsl.backends.pyro.ode_solver"], check=False,
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
     results = []
-    header = (f"{'model':<9} {'tool':<8} {'iterations':>12} {'wall s':>8} {'compile s':>9} {'min ESS':>8} "
+    header = (f"{'model':<9} {'tool':<13} {'iterations':>12} {'wall s':>8} {'compile s':>9} {'min ESS':>8} "
               f"{'ESS/s':>8} {'R-hat':>6} {'div':>4} {'peak MB':>8} {'msml/x':>7}")
     print(header)
     print("-" * len(header))
     for name in args.models.split(","):
         row_msml = None
         for tool in args.tools.split(","):
-            if tool in ("numpyro", "pymc") and name not in PEER_MODELS:
+            if tool in ("numpyro", "numpyro_dense", "pymc") and name not in PEER_MODELS:
                 continue
             it = (args.pyro_iterations, args.pyro_iterations) if tool == "pyro" else (args.warmup, args.draws)
             r = run_one(tool, name, args.chains, it[0], it[1], args.seed, args.python)
             r.update(model=name, tool=tool, warmup=it[0], draws=it[1])
             results.append(r)
             if "error" in r:
-                print(f"{name:<9} {tool:<8} not run: {r['error']}")
+                print(f"{name:<9} {tool:<13} not run: {r['error']}")
                 continue
             r["ess_per_s"] = r["min_ess"] / r["wall_s"]
             if tool == "msml":
                 row_msml = r
             ratio = (row_msml["ess_per_s"] / r["ess_per_s"]) if row_msml and tool != "msml" else float("nan")
-            print(f"{name:<9} {tool:<8} {args.chains:>3}x({it[0]}+{it[1]}) {r['wall_s']:>8.1f} "
+            print(f"{name:<9} {tool:<13} {args.chains:>3}x({it[0]}+{it[1]}) {r['wall_s']:>8.1f} "
                   f"{r['compile_s']:>9.1f} {r['min_ess']:>8.0f} {r['ess_per_s']:>8.2f} {r['max_rhat']:>6.3f} "
                   f"{r['divergences']:>4} {r['peak_mb']:>8.0f} {ratio:>7.1f}")
     if args.json:
