@@ -9,7 +9,8 @@ coordinates:
 * ``solver pinn``: an even grid of the domain (101 nodes per axis in 1-D, 41 in 2-D, 21 in 3-D) at
   51 even times (``backends/pinn/fields.py`` says how each scheme makes a draw's field).
 
-At most 1,000 draws (evenly thinned) enter the summaries; the attributes say how many and how.
+At most 1,000 draws (evenly thinned; for a method-of-lines grid, also at most 2e7 solution values
+in memory) enter the summaries; the attributes say how many and how.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 QUANTILES = {"q03": 0.03, "q50": 0.5, "q97": 0.97}
+VALUES_BUDGET = 20_000_000
 
 
 def summarise_draws(draws: np.ndarray) -> dict[str, np.ndarray]:
@@ -57,6 +59,10 @@ def mol_field_grid(fit, max_draws: int = 1000) -> dict | None:
     lead = 2 if hasattr(fit, "sample") else 1
     flat = {k: v.reshape((-1,) + v.shape[lead:]) for k, v in params.items()}
     S = next(iter(flat.values())).shape[0] if flat else 1
+    # a fine grid at many output times (Burgers: 801 nodes x 100 times) holds fewer draws: at most
+    # VALUES_BUDGET numbers (160 MB) of solution in memory
+    per_draw = max(1, len(ir.ode.states) * len(ir.ode.output_times))
+    max_draws = max(20, min(max_draws, VALUES_BUDGET // per_draw))
     step = max(1, -(-S // max_draws))
     flat = {k: v[::step] for k, v in flat.items()}
     sol = fit.model.program.evaluate_draws(flat, seed=1, predictive=False)["solution"]   # (S, T, states)
