@@ -14,6 +14,8 @@
 5. fkpp_coarse_fine: the Fisher-KPP PDE of models/fisher_kpp on an 11-node grid at rtol 1e-3,
    corrected by 50 noisy scans, against the coarse solve alone, on 820 held-out field values.
 
+    python benchmarks/multifidelity.py --forrester-seeds    # Forrester laplace over seeds, both amplitude priors
+
 Each multi-fidelity row twice: hyperparameters at their MAP (``map``) and integrated out
 (``laplace``, the models' default), with the RMSE and the coverage of the 95 % bands on the
 held-out truth. Fixed seeds. Emukit lives in its own environment (it needs GPy, not torch):
@@ -124,7 +126,28 @@ def both(label, path, x, truth, coverages, level=None, extra=None):
     return fit
 
 
+def forrester_seeds() -> None:
+    """Forrester with integrated hyperparameters over importance-sampling seeds 1-3 and with
+    8,000 draws, under the default amplitude prior of f_low (HalfNormal(2 x rms of the low
+    data)) and the former one (10 x): how much of the RMSE and coverage is sampling noise."""
+    x = np.linspace(0, 1, 1000)
+    text = (MODELS / "forrester" / "model.msml").read_text()
+    lo = pd.read_csv(MODELS / "forrester" / "low.csv").y.values
+    rms = float(np.sqrt(np.mean(lo ** 2)))
+    for label, src in (("default (2 x rms)", text),
+                       ("former (10 x rms)", text.replace("unknown f_low(x) : gp(kernel=rbf)",
+                                                         f"unknown f_low(x) : gp(kernel=rbf, amplitude=HalfNormal({10 * rms:.6g}))"))):
+        for seed, draws in ((1, 2000), (2, 2000), (3, 2000), (1, 8000)):
+            s = src.replace("infer laplace(starts=8, seed=1, draws=2000)",
+                            f"infer laplace(starts=8, seed={seed}, draws={draws})")
+            fit, t = timed(lambda: compile_source(s, "seeds.msml", device="cpu", base_dir=MODELS / "forrester").run())
+            row(f"{label}, seed {seed}, {draws} draws", fit.evaluate(x, forrester_high(x)), t)
+
+
 def main() -> None:
+    if "--forrester-seeds" in sys.argv:
+        forrester_seeds()
+        return
     if "--emukit-only" in sys.argv:
         x = np.linspace(0, 1, 1000)
         emu, s = timed(lambda: emukit_forrester(x))

@@ -33,7 +33,14 @@ from msml_dsl.syntax import ast
 
 #: GP hyperparameter defaults, on inputs scaled to [0, 1] over the domain (or the data's range).
 DEFAULT_LENGTHSCALE = ("LogNormal", (0.0, 2.0))
-DEFAULT_AMPLITUDE_FACTOR = 10.0     # x the root mean square of the level's data
+#: Amplitude (the marginal sd of a zero-mean GP term): HalfNormal(factor x the root mean square
+#: of the data of the level the term first appears in). A term of a level without lower levels
+#: is that level's function, whose marginal sd the data's rms estimates: HalfNormal(2 x rms)
+#: (median 1.35 rms, 95 % below 3.9 rms). A term of a link (a discrepancy, a nonlinear map of a
+#: lower level) has no such scale (delta = high - rho * low depends on the unknown rho and may
+#: need a large amplitude at a long lengthscale to make a trend): HalfNormal(10 x rms).
+DEFAULT_AMPLITUDE_FACTOR = 10.0     # terms of a link
+DEFAULT_BASE_AMPLITUDE_FACTOR = 2.0  # terms of a level without lower levels
 SCHEMES = ("auto", "joint", "recursive")
 
 
@@ -348,8 +355,9 @@ def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tupl
             if u.representation == "gp":
                 kernel = str(opts.get("kernel", "rbf"))
                 names = (f"{name}_amplitude", f"{name}_lengthscale")
+                factor = DEFAULT_AMPLITUDE_FACTOR if lv.lower else DEFAULT_BASE_AMPLITUDE_FACTOR
                 extra_params.append(_latent(LatentParameter, names[0], (), priors.get("amplitude"),
-                                            ("HalfNormal", (DEFAULT_AMPLITUDE_FACTOR * ref,)), symbolic))
+                                            ("HalfNormal", (factor * ref,)), symbolic))
                 extra_params.append(_latent(LatentParameter, names[1], () if k == 1 else (k,),
                                             priors.get("lengthscale"), DEFAULT_LENGTHSCALE, symbolic))
                 terms[name] = Term(name, "gp", k, kernel, opts.get("period"), parameters=names)

@@ -49,6 +49,24 @@ def test_lowering_builds_levels_in_order_with_data(folder):
     assert data["fidelity"]["levels"][1]["link"] == "low*rho + delta(x)"
 
 
+def test_default_amplitude_priors_follow_the_output_scale(folder):
+    """A term of a level without lower levels: HalfNormal(2 x the rms of that level's data);
+    a term of a link (the discrepancy): HalfNormal(10 x the rms of its level's data); a prior
+    the file gives is kept."""
+    m = compile_text(TWO_LEVELS, folder)
+    by_name = {q.name: q for q in m.ir.parameters}
+    lo = np.sin(6 * np.linspace(0, 1, 9))
+    hi = 2 * lo[::3] + np.linspace(0, 1, 9)[::3]
+    rms = lambda v: float(np.sqrt(np.mean(v ** 2)))          # noqa: E731
+    assert by_name["f_lo_amplitude"].distribution == "HalfNormal"
+    assert float(by_name["f_lo_amplitude"].args[0]) == pytest.approx(2 * rms(lo), rel=1e-9)
+    assert float(by_name["delta_amplitude"].args[0]) == pytest.approx(10 * rms(hi), rel=1e-9)
+    assert by_name["delta_lengthscale"].distribution == "LogNormal"
+    own = TWO_LEVELS.replace("unknown f_lo(x) : gp(kernel=rbf)", "unknown f_lo(x) : gp(kernel=rbf, amplitude=HalfNormal(3))")
+    by_name = {q.name: q for q in compile_text(own, folder).ir.parameters}
+    assert float(by_name["f_lo_amplitude"].args[0]) == 3.0
+
+
 def test_nonlinear_link_chooses_the_recursive_scheme_and_joint_refuses_it(folder):
     text = TWO_LEVELS.replace("unknown delta(x)", "unknown delta(low, x)").replace("delta(x)\ndata", "delta(low, x)\ndata")
     assert compile_text(text, folder).ir.fidelity.scheme == "recursive"
