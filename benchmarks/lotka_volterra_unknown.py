@@ -151,10 +151,10 @@ def run(which: str, method: str | None, overrides: dict) -> None:
               f"max R-hat {health['max_rhat']:.3f}, min bulk ESS {health['min_ess_bulk']:.0f}, "
               f"mean leapfrog steps {health['mean_leapfrog']:.0f}")
     print(f"forecast state band median relative width {cov['state_band_rel_width']:.2%}")
-    for name in ("alpha", "gamma", "efficiency"):
+    for name in ("alpha", "gamma", "efficiency", "sigma"):
         v = draws[name]
         print(f"{name}: mean {np.mean(v):.4f} sd {np.std(v):.4f}")
-    print(f"truth: alpha {ALPHA}, gamma {GAMMA}, efficiency {DELTA / BETA:.4f}")
+    print(f"truth: alpha {ALPHA}, gamma {GAMMA}, efficiency {DELTA / BETA:.4f}, sigma 0.05")
     if hasattr(fit, "identified"):
         from msml_dsl.diagnostics.identified import format_identified
 

@@ -107,13 +107,38 @@ def smooth_observed_states(ir) -> dict[str, SmoothedState]:
     return out
 
 
+def per_ir(cache: dict, model, build):
+    """``build(model.ir)``, computed once per IR and dropped with it."""
+    key = id(model.ir)
+    if key not in cache:
+        cache[key] = build(model.ir)
+        weakref.finalize(model.ir, cache.pop, key, None)
+    return cache[key]
+
+
 def _regression(model) -> _Regression | None:
     """The equations' linear structure in the library coefficients, built once per IR (``model.ir``)."""
-    key = id(model.ir)
-    if key not in _CACHE:
-        _CACHE[key] = _build_regression(model.ir)
-        weakref.finalize(model.ir, _CACHE.pop, key, None)
-    return _CACHE[key]
+    return per_ir(_CACHE, model, _build_regression)
+
+
+def observed_window(ir, smoothed: dict[str, SmoothedState], used: set[str], min_points: int = 3):
+    """``(times, inputs, targets)`` over the common smoothed window of the states ``used``
+    (``TRIM`` points dropped at each end): the time and smoothed states, and their derivatives
+    (NaN for a state not observed). None with fewer than ``min_points`` times."""
+    lo = max(smoothed[n].times[TRIM] for n in used)
+    hi = min(smoothed[n].times[-1 - TRIM] for n in used)
+    times = np.unique(np.concatenate([smoothed[n].times for n in used]))
+    times = times[(times >= lo) & (times <= hi)]
+    if times.size < min_points:
+        return None
+    states = ir.ode.states
+    inputs = np.zeros((times.size, len(states) + 1))
+    targets = np.full((times.size, len(states)), np.nan)
+    inputs[:, 0] = times
+    for j, s in enumerate(states):
+        if s.name in smoothed:
+            inputs[:, j + 1], targets[:, j] = smoothed[s.name].at(times)
+    return times, inputs, targets
 
 
 def _build_regression(ir) -> _Regression | None:
@@ -156,20 +181,12 @@ def _build_regression(ir) -> _Regression | None:
         other |= {s for s in expr.free_symbols if s not in set(states) | set(a_symbols) | {ir.ode.time}}
     if not rows:
         return None
-    lo = max(smoothed[n].times[TRIM] for n in used_states)
-    hi = min(smoothed[n].times[-1 - TRIM] for n in used_states)
-    times = np.unique(np.concatenate([smoothed[n].times for n in used_states]))
-    times = times[(times >= lo) & (times <= hi)]
-    if times.size < 3:
+    window = observed_window(ir, smoothed, used_states)
+    if window is None:
         return None
+    times, inputs, targets = window
     other = tuple(sorted(other, key=lambda s: s.name))
     arguments = [ir.ode.time, *states, *other]
-    inputs = np.zeros((times.size, len(states) + 1))
-    targets = np.full((times.size, len(states)), np.nan)
-    inputs[:, 0] = times
-    for j, s in enumerate(states):
-        if s.name in smoothed:
-            inputs[:, j + 1], targets[:, j] = smoothed[s.name].at(times)
     compiled = [(i, sympy.lambdify(arguments, r0, "numpy"), sympy.lambdify(arguments, columns, "numpy"))
                 for i, r0, columns in rows]
     return _Regression(compiled, other, coefficients, times, inputs, targets)
@@ -347,6 +364,18 @@ def _write_inits_and_scales(program, smoothed: dict[str, SmoothedState], values:
             values[scalar[scale]][row] = sm.residual_sd
 
 
+def rewrite_starts(program, starts: np.ndarray, write) -> np.ndarray:
+    """Copies of the unconstrained ``starts`` after ``write(values, row)`` edits each row's constrained
+    values in place; rows where it returns False, or that are not finite afterwards, are dropped."""
+    values = program.to_constrained(np.asarray(starts, dtype=float))
+    values = {k: np.array(v, dtype=float, copy=True) for k, v in values.items()}
+    ok = [row for row in range(len(starts)) if write(values, row)]
+    if not ok:
+        return np.empty((0, program.dim))
+    z = program.to_unconstrained(values)[ok]
+    return z[np.isfinite(z).all(axis=1)]
+
+
 def warm_starts(program, starts: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
     """Copies of ``starts`` (unconstrained rows) with library coefficients from the derivative fit.
 
@@ -355,23 +384,19 @@ def warm_starts(program, starts: np.ndarray, notes: list[str] | None = None) -> 
     empty = np.empty((0, program.dim))
     if not len(starts) or _regression(program) is None:
         return empty
-    values = program.to_constrained(np.asarray(starts, dtype=float))
-    values = {k: np.array(v, dtype=float, copy=True) for k, v in values.items()}
     smoothed = smooth_observed_states(program.ir)
-    ok = []
-    for row in range(len(starts)):
+
+    def write(values, row):
         fit = derivative_fit(program, values, row)
         if fit is None:
-            continue
+            return False
         _write_inits_and_scales(program, smoothed, values, row)
         for term in program.ir.unknowns:
             if term.name in fit:
                 _write_term(term, fit[term.name], values, row)
-        ok.append(row)
-    if not ok:
-        return empty
-    z = program.to_unconstrained(values)[ok]
-    z = z[np.isfinite(z).all(axis=1)]
+        return True
+
+    z = rewrite_starts(program, starts, write)
     if notes is not None and len(z):
         reg = _regression(program)
         eq = ", ".join(f"der({program.ir.ode.states[i].name})" for i, _, _ in reg.rows)

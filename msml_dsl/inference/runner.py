@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from msml_dsl.errors import InferenceFailed
+from msml_dsl.inference import network_warm_start
 from msml_dsl.inference.library_warm_start import warm_starts
 from msml_dsl.inference.nuts import NutsResult, run_nuts
 from msml_dsl.inference.optimize import MapResult, find_map, laplace_starts
@@ -66,14 +67,16 @@ def _quiet_unknown_terms(program, starts: np.ndarray) -> np.ndarray:
 
 
 def _with_warm_starts(program, starts: np.ndarray, quiet: np.ndarray, how: str, notes: list[str]) -> np.ndarray:
-    """The optimiser's starts plus copies with library coefficients from smoothed derivatives
-    (library_warm_start.py); with ``how='derivatives'`` those copies alone, when there are any."""
-    warm = warm_starts(program, starts[:4], notes)
+    """The optimiser's starts plus copies with library coefficients (library_warm_start.py) and
+    network/GP weights (network_warm_start.py) fitted to smoothed derivatives; with
+    ``how='derivatives'`` those copies alone, when there are any."""
+    warm = np.concatenate([warm_starts(program, starts[:4], notes),
+                           network_warm_start.warm_starts(program, starts[:4], notes)])
     warm = np.unique(warm, axis=0) if len(warm) else warm
     if how == "derivatives":
         if len(warm):
             return warm
-        notes.append("init=derivatives: no library term sits in an equation whose states are all observed "
+        notes.append("init=derivatives: no library, network or GP term sits in an equation whose states are all observed "
                      "directly, so the optimisation starts as with init=map")
     return np.concatenate([starts, quiet, warm])
 
