@@ -1,7 +1,6 @@
 """Simulators as levels: a looser-tolerance solve, another .msml file's ODE, and another file's PDE
 on a coarse method-of-lines grid, each against an independent solution."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +80,9 @@ def test_a_pde_level_from_another_file_converges_to_the_reference():
     """Fisher-KPP of models/fisher_kpp as a level on 11 and 81 nodes, against the independent
     1,001-node reference of that folder at D = 0.05, r = 0.3: the coarse grid is biased, the
     fine one agrees to the interpolation error."""
-    sys.path.insert(0, str(MODELS / "fisher_kpp"))
-    from simulate import reference
+    from tests.support.model_scripts import load_model_script
+
+    reference = load_model_script(MODELS / "fisher_kpp").reference
 
     days = [4.0, 12.0, 20.0]
     x_ref, u_ref = reference(days)

@@ -89,13 +89,9 @@ def test_no_warm_start_without_a_directly_observed_state(decay_data):
 
 def test_lorenz_checks_and_its_warm_start_recovers_the_true_support():
     """The Lorenz model compiles (no ODE build), and STLSQ of its smoothed derivatives finds the 7 terms."""
-    import sys
+    from tests.support.model_scripts import load_model_script
 
-    sys.path.insert(0, str(LORENZ))
-    try:
-        from simulate import TRUE_TERMS
-    finally:
-        sys.path.remove(str(LORENZ))
+    TRUE_TERMS = load_model_script(LORENZ).TRUE_TERMS
     m = msml_dsl.compile_file(LORENZ / "model.msml")
     assert len(m.ir.ode.states) == 12 and [t.name for t in m.ir.unknowns] == ["fx", "fy", "fz"]
     fit = derivative_fit(m)

@@ -6,7 +6,6 @@ these data: it is checked to lie inside its 90 % interval instead. The fast chec
 warm start finds the true support) is in test_library_warm_start.py.
 """
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,9 @@ LORENZ = Path(__file__).resolve().parents[2] / "models" / "lorenz_sysid"
 
 
 def _truth():
-    sys.path.insert(0, str(LORENZ))
-    try:
-        from simulate import TRUE_TERMS
-    finally:
-        sys.path.remove(str(LORENZ))
-    return TRUE_TERMS
+    from tests.support.model_scripts import load_model_script
+
+    return load_model_script(LORENZ).TRUE_TERMS
 
 
 @pytest.mark.slow
