@@ -259,8 +259,32 @@ class CompiledModel:
         return self.program.sample_prior(draws, seed)
 
 
+class _UnknownTermReports:
+    """Identified equations, the rewritten model and plots of unknown terms, from ``_term_draws``
+    (the posterior's draws for a Fit, the mode as a single draw for a MapFit)."""
+
+    def identified(self):
+        """Each library term as an identified equation, with inclusion probabilities and intervals
+        (at a mode inclusion is 0 or 1)."""
+        from msml_dsl.diagnostics.identified import identify_terms
+
+        return identify_terms(self.model.ir, self._term_draws)
+
+    def identified_model(self) -> str:
+        """The model's source with its library terms made explicit (posterior medians)."""
+        from msml_dsl.diagnostics.identified import rewrite_model
+
+        return rewrite_model(self.model.checked.program, self.identified())
+
+    def plot_unknowns(self, folder: str | Path) -> list[Path]:
+        """unknown_NAME.png per unknown term: median and 90 % band over the data's range."""
+        from msml_dsl.diagnostics.unknown_plots import plot_unknown_terms
+
+        return plot_unknown_terms(self.model.ir, self._term_draws, folder)
+
+
 @dataclass
-class MapFit:
+class MapFit(_UnknownTermReports):
     """A posterior mode."""
 
     model: CompiledModel
@@ -284,26 +308,12 @@ class MapFit:
         identified = _identified_text(self)
         return text + ("\n\n" + identified if identified else "")
 
-    def identified(self):
-        """Each library term as an identified equation (at the mode: inclusion is 0 or 1)."""
-        from msml_dsl.diagnostics.identified import identify_terms
-
-        return identify_terms(self.model.ir, self.draws)
-
-    def identified_model(self) -> str:
-        """The model's source with its library terms made explicit."""
-        from msml_dsl.diagnostics.identified import rewrite_model
-
-        return rewrite_model(self.model.checked.program, self.identified())
-
-    def plot_unknowns(self, folder: str | Path) -> list[Path]:
-        """unknown_NAME.png per unknown term in ``folder``."""
-        from msml_dsl.diagnostics.unknown_plots import plot_unknown_terms
-
-        return plot_unknown_terms(self.model.ir, self.draws, folder)
+    @property
+    def _term_draws(self):
+        return self.draws
 
 
-class Fit:
+class Fit(_UnknownTermReports):
     """A NUTS posterior with diagnostics; ``to_arviz()`` gives ArviZ's object."""
 
     def __init__(self, model: CompiledModel, sample):
@@ -366,23 +376,9 @@ class Fit:
                 "Run a longer warm-up (warmup= or --warmup), or more draws per chain.", "warning"))
         return found
 
-    def identified(self):
-        """Each library term as an identified equation, with inclusion probabilities and intervals."""
-        from msml_dsl.diagnostics.identified import identify_terms
-
-        return identify_terms(self.model.ir, self.posterior)
-
-    def identified_model(self) -> str:
-        """The model's source with its library terms made explicit (posterior medians)."""
-        from msml_dsl.diagnostics.identified import rewrite_model
-
-        return rewrite_model(self.model.checked.program, self.identified())
-
-    def plot_unknowns(self, folder: str | Path) -> list[Path]:
-        """unknown_NAME.png per unknown term: median and 90 % band over the data's range."""
-        from msml_dsl.diagnostics.unknown_plots import plot_unknown_terms
-
-        return plot_unknown_terms(self.model.ir, self.posterior, folder)
+    @property
+    def _term_draws(self):
+        return self.posterior
 
     def evaluate_unknown(self, name: str, **points) -> np.ndarray:
         """Posterior draws of an unknown term at input values; warns when extrapolating."""
