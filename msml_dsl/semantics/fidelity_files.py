@@ -136,8 +136,8 @@ def check_model_level(checker, call: ast.Call, kw: ast.Keyword, time_name: str |
             continue
         a, b = own_coords[c]
         if a is not None and (a < lo - 1e-12 or b > hi + 1e-12):
-            bag.error("E337", f"this file's {c} in [{a:g}, {b:g}] reaches beyond '{kw.value.value}''s "
-                      f"[{lo:g}, {hi:g}]", kw.value.span, help=f"narrow {c} to [{lo:g}, {hi:g}]")
+            bag.error("E337", f"this file's {c} in [{a:g}, {b:g}] reaches beyond [{lo:g}, {hi:g}], where "
+                      f"'{kw.value.value}' is solved", kw.value.span, help=f"narrow {c} to [{lo:g}, {hi:g}]")
     own_params = set(checker.names_of("param")) | set(checker.constants)
     for p in other.parameters:
         if p.name in dynamics_parameters(other) and p.name not in own_params:
