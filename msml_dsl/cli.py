@@ -371,8 +371,8 @@ def _parse_option(item: str, file: str | None = None) -> tuple[str, object]:
     return key.strip(), {"true": True, "false": False}.get(text.lower(), text)
 
 
-def _training_bar():
-    """A rich progress bar for PINN training (then SVI or NUTS), shown on a terminal only."""
+def _rich_bar(description: str):
+    """A rich progress bar on standard error with one task; drawn on a terminal only."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
@@ -381,7 +381,12 @@ def _training_bar():
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
                    disable=not console.is_terminal)
-    task = bar.add_task("training", total=None, info="")
+    return bar, bar.add_task(description, total=None, info="")
+
+
+def _training_bar():
+    """A rich progress bar for PINN training (then SVI or NUTS), shown on a terminal only."""
+    bar, task = _rich_bar("training")
     state = {"phase": "training", "last": 0}
 
     def update(step: int, total: int, loss: float) -> None:
@@ -398,15 +403,8 @@ def _training_bar():
 
 
 def _progress_bar():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    console = Console(stderr=True)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
-                   disable=not console.is_terminal)
-    task = bar.add_task("sampling", total=None, info="")
+    """A rich progress bar for sampling (step size and divergences alongside), on a terminal only."""
+    bar, task = _rich_bar("sampling")
 
     def update(iteration: int, total: int, info: dict) -> None:
         bar.update(task, completed=iteration, total=total, description=info.get("phase", "sampling"),
