@@ -23,6 +23,7 @@ import numpy as np
 from typing import TYPE_CHECKING
 
 from msml_dsl.data.csv_source import load_data
+from msml_dsl.data.experiments import split_experiments
 from msml_dsl.semantics.checker import check
 from msml_dsl.semantics.model import CheckedModel
 from msml_dsl.syntax.parser import parse, parse_file
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # SymPy and the IR load only when a model is compiled, so `ms
 def check_file(path: str | Path) -> CheckedModel:
     """Parse and check a model file and its data; raise MsmlError listing every problem."""
     checked = check(parse_file(path))
-    load_data(checked)
+    split_experiments(checked, load_data(checked))
     return checked
 
 
@@ -82,7 +83,7 @@ def _compile(program_ast, device: str) -> "CompiledModel":
     from msml_dsl.symbolic.builder import build_symbolic
 
     checked = check(program_ast)
-    tables = load_data(checked)
+    checked, tables = split_experiments(checked, load_data(checked))
     symbolic = build_symbolic(checked)
     ir = lower_to_ir(symbolic, tables)
     return CompiledModel(checked, symbolic, ir, resolve_device(device))

@@ -95,8 +95,9 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
         if model.pde is not None:
             _bind_field_coordinates(bag, model, src, shown, frame, coordinates, lines)
             continue
+        groups = columns.get(model.experiment.column) if model.experiment is not None else None
         if model.time and model.time in coordinates:
-            _check_time_column(bag, model, src, shown, coordinates[model.time], lines)
+            _check_time_column(bag, model, src, shown, coordinates[model.time], lines, groups=groups)
         elif model.time and any(o.source == src.name for o in model.observations) and model.states:
             if "t" not in frame.columns and model.time not in frame.columns:
                 bag.error("E306", f"the data source '{src.name}' does not say which column is the time",
@@ -105,7 +106,7 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
                 col = model.time if model.time in frame.columns else "t"
                 values = np.array([_to_float(c) for c in frame[col].tolist()])
                 coordinates[model.time] = values
-                _check_time_column(bag, model, src, shown, values, lines, column=col)
+                _check_time_column(bag, model, src, shown, values, lines, column=col, groups=groups)
     _check_observed_values(bag, model, tables)
     bag.raise_if_errors({model.file: model.program.source})
     return tables
@@ -128,6 +129,8 @@ def _columns_used(model: CheckedModel, src: DataSourceInfo) -> dict[str, object]
         if obs.source != src.name:
             continue
         needed.setdefault(obs.column, obs.column_span)
+        if model.experiment is not None:   # every observed source says which experiment each row belongs to
+            needed.setdefault(model.experiment.column, model.experiment.column_span)
         for a in obs.args:
             for node in iter_expr(a):
                 if isinstance(node, ast.Attribute):
@@ -164,7 +167,8 @@ def _bind_field_coordinates(bag, model, src, shown, frame, coordinates, lines) -
                       f"{axis} in [{lo:g}, {hi:g}]", span, help="widen the domain or drop the row")
 
 
-def _check_time_column(bag, model, src, shown, values, lines, column: str | None = None) -> None:
+def _check_time_column(bag, model, src, shown, values, lines, column: str | None = None, groups=None) -> None:
+    """Times present, inside the model's range and sorted (within each experiment when ``groups`` is given)."""
     span = next((e.span for v, e in src.bindings if v == model.time), src.span)
     label = f"column '{column}'" if column else f"the time ('{model.time}')"
     bad = np.flatnonzero(~np.isfinite(values))
@@ -172,12 +176,19 @@ def _check_time_column(bag, model, src, shown, values, lines, column: str | None
         bag.error("E307", f"'{shown}' line {lines[bad[0]]}: {label} is missing or not a number", span,
                   help="every row needs a time")
         return
-    drops = np.flatnonzero(np.diff(values) < 0)
+    previous = np.arange(values.size) - 1
+    if groups is not None:   # long format: each experiment's rows in time order, experiments interleaved or not
+        for g in np.unique(groups[np.isfinite(groups)]):
+            rows = np.flatnonzero(groups == g)
+            previous[rows] = np.r_[-1, rows[:-1]]
+    later = np.flatnonzero(previous >= 0)
+    drops = later[values[later] < values[previous[later]]]
     if drops.size:
-        i = drops[0] + 1
+        i = drops[0]
         bag.error("E308", f"'{shown}' line {lines[i]}: {label} goes back in time "
-                  f"({values[i - 1]:g} then {values[i]:g}); rows must be sorted by time", span,
-                  help="sort the file by time")
+                  f"({values[previous[i]]:g} then {values[i]:g}); rows must be sorted by time"
+                  + (" within each experiment" if groups is not None else ""), span,
+                  help="sort the file by time" + (" within each experiment" if groups is not None else ""))
     if model.time_range is not None:
         lo, hi = model.time_range
         outside = np.flatnonzero((values < lo) | (values > hi))

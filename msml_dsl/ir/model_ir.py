@@ -244,7 +244,7 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         for a in args:
             for s in a.free_symbols:
                 if "." in s.name:
-                    col = table.columns[s.name.split(".", 1)[1]]
+                    col = table.columns[s.name.rsplit(".", 1)[1]]
                     covariates[s.name] = col
                     mask &= np.isfinite(col)
         placeholder = float(np.nanmedian(raw[np.isfinite(raw)])) if np.isfinite(raw).any() else 1.0

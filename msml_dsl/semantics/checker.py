@@ -13,10 +13,9 @@ from pathlib import Path
 
 from msml_dsl.errors import DiagnosticBag, Span, did_you_mean
 from msml_dsl.semantics.distributions import DISTRIBUTIONS, support_of
-from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, FidelityInfo, FidelityLevelInfo, FieldInfo,
-                                      InferenceSettings,
-                                      ObservationInfo, ParameterInfo, PdeInfo, PhysicsInfo, SolverSettings,
-                                      UnknownInfo)
+from msml_dsl.semantics.model import (CheckedModel, DataSourceInfo, ExperimentInfo, FidelityInfo, FidelityLevelInfo,
+                                      FieldInfo, InferenceSettings, ObservationInfo, ParameterInfo, PdeInfo,
+                                      PhysicsInfo, SolverSettings, UnknownInfo)
 from msml_dsl.syntax import ast
 from msml_dsl.syntax.evaluate import BUILTIN_CONSTANTS, FUNCTIONS, EvaluationError, evaluate
 from msml_dsl.syntax.parser import iter_expr
@@ -166,6 +165,8 @@ class _Checker:
                 self.declare(s.name, "unknown")
             elif isinstance(s, ast.DataDecl):
                 self.declare(s.name, "data source")
+            elif isinstance(s, ast.ExperimentDecl):
+                self.declare(s.name, "experiment")
             elif isinstance(s, ast.DeriveDecl):
                 self.declare(s.name, "derived quantity")
             elif isinstance(s, ast.FidelityDecl):
@@ -188,6 +189,7 @@ class _Checker:
         pde = self.check_pde(space, time_name)
         unknowns = self.check_unknowns()
         fidelity, sources = self.check_fidelity(sources, space, time_name)
+        experiment = self.check_experiment(states, parameters, pde, fidelity)
 
         if not states and not unsupported and pde is None and fidelity is None and not p.of_type(ast.ParamDecl):
             self.bag.error("E207", "the model declares nothing to infer: no state, param or field",
@@ -201,6 +203,7 @@ class _Checker:
             states=states, parameters=parameters, equations=equations, inits=inits,
             data_sources=sources, observations=observations, derived=derived, solver=solver,
             inference=inference, unsupported=unsupported, pde=pde, unknowns=unknowns, fidelity=fidelity,
+            experiment=experiment,
             unsupported_names=tuple((n, k) for n, (k, _) in self.declared.items()
                                     if k in ("fidelity level",)),
             warnings=tuple(self.bag.warnings()))
@@ -355,7 +358,8 @@ class _Checker:
                                    help=f"remove the bound; the {spec.name} prior already keeps '{d.name.id}' in "
                                         f"{_interval(lo_s, hi_s)}")
             infos[d.name.id] = ParameterInfo(d.name.id, d.size, d.prior.func.id, d.prior.args, lower, upper,
-                                             d.span, tuple(sorted(x for x in deps if x != d.name.id)))
+                                             d.span, tuple(sorted(x for x in deps if x != d.name.id)),
+                                             d.per.id if d.per is not None else None)
         return self._order_parameters(infos, {d.name.id: d for d in decls})
 
     def _order_parameters(self, infos, decls) -> tuple[ParameterInfo, ...]:
@@ -661,6 +665,55 @@ class _Checker:
             defined.add(d.name.id)
             out.append((d.name.id, d.value))
         return tuple(out)
+
+    def check_experiment(self, states, parameters, pde, fidelity) -> ExperimentInfo | None:
+        """``experiment run = runs.run`` and the ``per run`` declarations that use it."""
+        decls = self.p.of_type(ast.ExperimentDecl)
+        for extra in decls[1:]:
+            self.bag.error("E245", "a model has one 'experiment' statement; 'experiment' appears again", extra.span,
+                           help=f"keep the one on line {decls[0].span.line}; several factors (subject and dose) "
+                                "can be combined into one column of the data")
+        experiments = [d.name.id for d in decls[:1]]
+        for d in self.p.of_type(ast.ParamDecl) + self.p.of_type(ast.UnknownDecl):
+            if d.per is None:
+                continue
+            if d.per.id not in experiments:
+                kind = self.kind(d.per.id)
+                self.bag.error("E246", f"'{d.per.id}' is not an experiment" + (f" (it is a {kind})" if kind else ""),
+                               d.per.span, help=did_you_mean(d.per.id, experiments) or
+                               ("declare it: experiment NAME = SOURCE.COLUMN" if not experiments else
+                                f"the model's experiment is '{experiments[0]}'"))
+            elif isinstance(d, ast.UnknownDecl):
+                self.bag.error("E247", f"the unknown term '{d.name.id}' cannot be per experiment: unknown terms are "
+                               "shared by every experiment", _join(d.representation.span, d.per.span),
+                               help="give the term an input that differs between experiments, or make a parameter "
+                                    "per experiment")
+            elif d.size is not None:
+                self.bag.error("E247", f"the vector parameter '{d.name.id}' cannot be per experiment yet", d.per.span,
+                               help="declare one scalar parameter per element, each 'per " + d.per.id + "'")
+        if not decls:
+            return None
+        d = decls[0]
+        per = {p.name for p in parameters if p.per}
+        for p in parameters:
+            used = [x for x in p.depends_on if x in per]
+            if not p.per and used:
+                self.bag.error("E247", f"the prior of the shared parameter '{p.name}' uses '{used[0]}', which is per "
+                               "experiment", p.span, help=f"add 'per {d.name.id}' to '{p.name}' as well")
+        what = "a PDE model" if pde is not None else "a multi-fidelity model" if fidelity is not None else \
+            None if states else "a model without states"
+        if what:
+            self.bag.error("E248", f"'experiment' is not supported in {what}: it repeats the ODE solution once per "
+                           "experiment", d.span, help="experiments are supported for ODE models (state, equation, "
+                                                      "init); remove the statement")
+        src = d.column.source
+        if self.kind(src.id) != "data source":
+            k = self.kind(src.id)
+            self.bag.error("E243", f"'{src.id}' is not a data source" if k else f"unknown data source '{src.id}'",
+                           src.span, help=did_you_mean(src.id, self.names_of("data source")) or
+                           f"declare it: data {src.id} = csv(\"...\")")
+            return None
+        return ExperimentInfo(d.name.id, src.id, d.column.column.id, d.column.column.span, d.span)
 
     # ----------------------------------------------------------------- settings
     def _options(self, method: ast.Method, schema: dict[str, type], what: str) -> dict:

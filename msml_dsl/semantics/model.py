@@ -19,6 +19,7 @@ class ParameterInfo:
     upper: float | None
     span: Span
     depends_on: tuple[str, ...]    # other parameters in the prior's arguments
+    per: str | None = None         # the experiment it is copied per (``param x0 ~ ... per run``)
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,33 @@ class ObservationInfo:
     distribution: str
     args: tuple[ast.Expr, ...]
     span: Span
+    label: str | None = None       # an experiment's copy: ``runs.x[run=2]`` (its source is that experiment's rows)
 
     @property
     def name(self) -> str:
-        return f"{self.source}.{self.column}"
+        return self.label or f"{self.source}.{self.column}"
+
+
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """``experiment run = runs.run``: the model is solved once per distinct value of that column.
+
+    ``labels`` and ``copies`` are filled when the data split the model (``data/experiments.py``):
+    each experiment's value as text, and each declared name with per-experiment copies (states,
+    ``per`` parameters, derived quantities that use them) -> its copies' names, in label order.
+    """
+
+    name: str
+    source: str
+    column: str
+    column_span: Span
+    span: Span
+    labels: tuple[str, ...] = ()
+    copies: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def copy_name(self, name: str, label: str) -> str:
+        """The name of ``name``'s copy in one experiment: ``x0[run=3]``."""
+        return f"{name}[{self.name}={label}]"
 
 
 @dataclass(frozen=True)
@@ -160,6 +184,7 @@ class CheckedModel:
     unknowns: tuple[UnknownInfo, ...] = ()
     warnings: tuple[Diagnostic, ...] = field(default=())
     fidelity: FidelityInfo | None = None        # a multi-fidelity model (levels and tagged data)
+    experiment: ExperimentInfo | None = None    # ``experiment run = runs.run`` (split by data/experiments.py)
 
     @property
     def file(self) -> str:

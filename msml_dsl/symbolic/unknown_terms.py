@@ -148,6 +148,10 @@ def _input_samples(symbolic, tables, n: int = 400) -> dict[str, np.ndarray]:
             continue
         if obs.distribution == "LogNormal" or values.size:
             out.setdefault(target, values)
+    for name, copies in model.experiment.copies if model.experiment is not None else ():
+        found = [out[c] for c in copies if c in out]   # a state of several experiments: all their data
+        if found:
+            out.setdefault(name, np.concatenate(found))
     return out
 
 

@@ -161,6 +161,7 @@ class ParamDecl:
     prior: Call
     bounds: tuple[Keyword, ...]
     span: Span
+    per: Name | None = None        # ``per run``: one copy per experiment
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class UnknownDecl:
     inputs: tuple[Name, ...]
     representation: Call
     span: Span
+    per: Name | None = None        # parsed so the checker can say why a term cannot be per experiment
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,15 @@ class DataDecl:
     name: Name
     source: Call
     fidelity: Name | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class ExperimentDecl:
+    """``experiment run = runs.run``: one ODE solve per distinct value of a data column."""
+
+    name: Name
+    column: Attribute
     span: Span
 
 
@@ -266,14 +277,14 @@ class PhysicsDecl:
 
 
 Statement = Union[ModelDecl, ConstDecl, TimeDecl, SpaceDecl, StateDecl, FieldDecl, ParamDecl,
-                  UnknownDecl, EquationDecl, InitDecl, BoundaryDecl, InitialDecl, DataDecl,
+                  UnknownDecl, EquationDecl, InitDecl, BoundaryDecl, InitialDecl, DataDecl, ExperimentDecl,
                   ObserveDecl, FidelityDecl, CollocationDecl, DeriveDecl, SolverDecl, InferDecl,
                   PhysicsDecl]
 
 #: The keyword that starts each statement, for messages ("in 'param' statement").
 STATEMENT_KEYWORDS = (
     "model", "const", "time", "space", "state", "field", "param", "unknown", "equation",
-    "init", "boundary", "initial", "data", "observe", "fidelity", "collocation", "derive",
+    "init", "boundary", "initial", "data", "experiment", "observe", "fidelity", "collocation", "derive",
     "solver", "infer", "physics",
 )
 

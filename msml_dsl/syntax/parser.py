@@ -380,10 +380,16 @@ class _ToAst(Transformer):
 
     def param_decl(self, meta, c):
         size, size_span = c[1] if c[1] is not None else (None, None)
-        return ast.ParamDecl(_name(c[0]), size, size_span, c[2], c[3] or (), _span(meta))
+        return ast.ParamDecl(_name(c[0]), size, size_span, c[2], c[3] or (), _span(meta), c[4])
+
+    def per(self, meta, c):
+        return _name(c[0])
 
     def unknown_decl(self, meta, c):
-        return ast.UnknownDecl(_name(c[0]), c[1], c[2], _span(meta))
+        return ast.UnknownDecl(_name(c[0]), c[1], c[2], _span(meta), c[3])
+
+    def experiment_decl(self, meta, c):
+        return ast.ExperimentDecl(_name(c[0]), c[1], _span(meta))
 
     def equation_decl(self, meta, c):
         return ast.EquationDecl(c[0], c[1], _span(meta))

@@ -1,0 +1,144 @@
+"""Splitting a model into experiments (``experiment run = runs.run``), after the data are bound.
+
+Which experiments exist is a fact of the data (the distinct values of a column), so this stage
+runs between ``load_data`` and ``build_symbolic``: it rewrites the checked model into the
+block-diagonal model the later stages already know, and every stage after it is unchanged.
+
+- every state ``x`` becomes one state per experiment, ``x[run=1]``, ``x[run=2]``, ... with the
+  same equation and initial value, in which the experiment's copies replace the names;
+- a parameter declared ``per run`` (and a derived quantity that uses one) becomes one scalar per
+  experiment, ``x0[run=3]``, with the same prior; every other parameter, unknown term and noise
+  scale is shared;
+- each observation becomes one observation per experiment, ``runs.x[run=2]``, over that
+  experiment's rows of the data (each experiment may have its own times).
+
+The model's source (``CheckedModel.program``) is left as written, so what is reported about the
+model itself (identified equations, the rewritten model) speaks of ``der(x)``, once.
+
+>>> # checked, tables = split_experiments(checked, load_data(checked))
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from msml_dsl.data.csv_source import DataTable, _display
+from msml_dsl.errors import DiagnosticBag
+from msml_dsl.semantics.model import CheckedModel, ParameterInfo
+from msml_dsl.syntax import ast
+from msml_dsl.syntax.parser import iter_expr
+
+
+def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tuple[CheckedModel, dict[str, DataTable]]:
+    """The model and its data with one copy of the ODE per experiment (unchanged without ``experiment``)."""
+    exp = model.experiment
+    if exp is None or exp.labels:
+        return model, tables
+    bag = DiagnosticBag(file=model.file)
+    observed = [s.name for s in model.data_sources if any(o.source == s.name for o in model.observations)]
+    if exp.source not in observed:
+        bag.error("E312", f"the experiments are read from '{exp.source}', which is never observed", exp.span,
+                  help=f"observe a column of '{exp.source}', or read the experiments from an observed source")
+    keys = {}
+    for name in observed:
+        table = tables[name]
+        column = table.columns[exp.column]
+        missing = np.flatnonzero(~np.isfinite(column))
+        if missing.size:
+            bag.error("E312", f"'{_display(table.path)}' line {table.file_lines[missing[0]]}: the experiment column "
+                      f"'{exp.column}' is empty; every row must say which experiment it belongs to",
+                      exp.column_span, help="fill in the cell, or drop the row")
+        keys[name] = column
+    bag.raise_if_errors({model.file: model.program.source})
+    levels = np.unique(np.concatenate([k for k in keys.values()]))
+    labels = tuple(f"{v:g}" for v in levels)
+    rows = {(name, label): np.flatnonzero(keys[name] == v) for name in observed for v, label in zip(levels, labels)}
+
+    for v, label in zip(levels, labels):
+        observed_cells = sum(int(np.isfinite(tables[o.source].columns[o.column][rows[o.source, label]]).sum())
+                             for o in model.observations)
+        if not observed_cells:
+            where = next(f"'{_display(tables[n].path)}' line {tables[n].file_lines[rows[n, label]][0]}"
+                         for n in observed if rows[n, label].size)
+            bag.error("E313", f"the experiment {exp.name}={label} has no observations: every observed column is "
+                      f"empty in its rows (the first is {where})", exp.span,
+                      help="fill in its observations, or drop its rows from the data")
+    bag.raise_if_errors({model.file: model.program.source})
+
+    per = {p.name for p in model.parameters if p.per}
+    for name, value in model.derived:   # in file order: a derived quantity of a per-experiment one is one too
+        if any(isinstance(n, ast.Name) and n.id in per for n in iter_expr(value)):
+            per.add(name)
+    copied = list(model.states) + [p.name for p in model.parameters if p.name in per] + \
+        [n for n, _ in model.derived if n in per]
+    names = {label: {n: exp.copy_name(n, label) for n in copied} for label in labels}
+    sources = {label: {n: exp.copy_name(n, label) for n in observed} for label in labels}
+
+    def each(name: str, make):
+        return [make(label, names[label], sources[label]) for label in labels] if name in per else None
+
+    parameters = []
+    for p in model.parameters:
+        parameters += each(p.name, lambda label, nm, _: replace(
+            p, name=nm[p.name], args=tuple(_rename(a, nm, {}) for a in p.args),
+            depends_on=tuple(nm.get(d, d) for d in p.depends_on))) or [p]
+    derived = []
+    for name, value in model.derived:
+        derived += each(name, lambda label, nm, _: (nm[name], _rename(value, nm, {}))) or [(name, value)]
+    states, equations, inits, observations = [], {}, {}, []
+    for label in labels:
+        nm, src = names[label], sources[label]
+        for s in model.states:
+            states.append(nm[s])
+            equations[nm[s]] = _rename(model.equations[s], nm, src)
+            inits[nm[s]] = _rename(model.inits[s], nm, src)
+        for o in model.observations:
+            if np.isfinite(tables[o.source].columns[o.column][rows[o.source, label]]).any():
+                observations.append(replace(o, source=src[o.source], args=tuple(_rename(a, nm, src) for a in o.args),
+                                            label=exp.copy_name(o.name, label)))
+    data_sources, split_tables = [], {n: t for n, t in tables.items() if n not in observed}
+    for s in model.data_sources:
+        if s.name not in observed:
+            data_sources.append(s)
+            continue
+        for label in labels:
+            r, t = rows[s.name, label], tables[s.name]
+            data_sources.append(replace(s, name=sources[label][s.name]))
+            split_tables[sources[label][s.name]] = DataTable(
+                sources[label][s.name], t.path, {c: v[r] for c, v in t.columns.items()},
+                {c: v[r] for c, v in t.coordinates.items()}, t.file_lines[r], int(r.size))
+    copies = tuple((n, tuple(names[label][n] for label in labels)) for n in copied)
+    split = replace(model, states=tuple(states), parameters=tuple(parameters), equations=equations, inits=inits,
+                    data_sources=tuple(data_sources), observations=tuple(observations), derived=tuple(derived),
+                    experiment=replace(exp, labels=labels, copies=copies))
+    return split, split_tables
+
+
+def _rename(e: ast.Expr, names: dict[str, str], sources: dict[str, str]) -> ast.Expr:
+    """``e`` with names and data sources replaced by one experiment's copies (function names untouched)."""
+    def go(x):
+        return _rename(x, names, sources)
+
+    if isinstance(e, ast.Name):
+        return replace(e, id=names[e.id]) if e.id in names else e
+    if isinstance(e, ast.Attribute):
+        return replace(e, source=replace(e.source, id=sources[e.source.id])) if e.source.id in sources else e
+    if isinstance(e, ast.Call):
+        return replace(e, args=tuple(go(a) for a in e.args),
+                       keywords=tuple(replace(k, value=go(k.value)) for k in e.keywords))
+    if isinstance(e, ast.BinOp):
+        return replace(e, left=go(e.left), right=go(e.right))
+    if isinstance(e, ast.UnaryOp):
+        return replace(e, operand=go(e.operand))
+    if isinstance(e, ast.Index):
+        return replace(e, index=go(e.index))
+    if isinstance(e, ast.ListExpr):
+        return replace(e, items=tuple(go(a) for a in e.items))
+    if isinstance(e, ast.Evaluated):
+        return replace(e, target=go(e.target), args=tuple(go(a) for a in e.args))
+    return e
+
+
+__all__ = ["split_experiments"]
