@@ -18,7 +18,26 @@ __all__ = ["format_summary", "format_warnings"]
 _INT_COLUMNS = {"ess_bulk", "ess_tail", "ess_mean", "ess"}
 
 
-def _fmt_cell(column: str, value) -> str:
+def _is_location(column: str) -> bool:
+    """Columns in the parameter's own units, printed to the precision its sd supports."""
+    return column in ("mean", "median", "mode") or column.startswith(("hdi_", "eti_"))
+
+
+def _row_decimals(sd) -> int | None:
+    """Decimals that show a value to two significant digits of its sd (Stan's convention).
+
+    A viscosity of 0.0031813 with sd 1.5e-5 then reads 0.003181, not 0.003.
+    """
+    try:
+        sd = float(sd)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(sd) and sd > 0):
+        return None
+    return min(max(1 - math.floor(math.log10(sd)), 0), 12)
+
+
+def _fmt_cell(column: str, value, decimals: int | None = None) -> str:
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -31,6 +50,8 @@ def _fmt_cell(column: str, value) -> str:
         return f"{v:.0f}"
     if column == "r_hat":
         return f"{v:.3f}"
+    if decimals is not None and _is_location(column) and abs(v) < 1e5:
+        return f"{v:.{decimals}f}"
     if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
         return f"{v:.3g}"
     return f"{v:.3f}"
@@ -68,8 +89,9 @@ def format_summary(table, warnings: Sequence[DiagnosticWarning], *, width: int =
         rt.add_column(Text(str(col)), justify="right", no_wrap=True)
     # Text objects, not str: labels like "theta[a]" must not be read as markup.
     for label, row in table.iterrows():
+        decimals = _row_decimals(row["sd"]) if "sd" in table.columns else None
         rt.add_row(
-            Text(str(label)), *(Text(_fmt_cell(str(c), row[c])) for c in table.columns)
+            Text(str(label)), *(Text(_fmt_cell(str(c), row[c], decimals)) for c in table.columns)
         )
 
     buf = io.StringIO()

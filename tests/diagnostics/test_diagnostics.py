@@ -398,6 +398,17 @@ def test_format_summary_plain_text():
     assert "No convergence problems detected." in clean
 
 
+def test_format_summary_shows_each_value_to_the_precision_of_its_sd():
+    import pandas as pd
+
+    table = pd.DataFrame({"mean": [0.0031813, 1234.5], "sd": [1.54e-5, 50.0], "hdi_3%": [0.0031527, 1100.2],
+                          "hdi_97%": [0.00321, 1300.0], "ess_bulk": [2071, 100], "r_hat": [0.999, 1.0]},
+                         index=["viscosity", "volume"])
+    rows = {line.split()[0]: line.split() for line in format_summary(table, []).splitlines()[2:4]}
+    assert rows["viscosity"][1:5] == ["0.003181", "1.54e-05", "0.003153", "0.003210"]
+    assert rows["volume"][1] == "1234" and rows["volume"][3] == "1100"
+
+
 def test_diagnostic_warning_is_frozen():
     w = DiagnosticWarning("W201", "m", "r", "warning")
     with pytest.raises(Exception):
