@@ -15,6 +15,11 @@
    corrected by 50 noisy scans, against the coarse solve alone, on 820 held-out field values.
 
     python benchmarks/multifidelity.py --forrester-seeds    # Forrester laplace over seeds, both amplitude priors
+    python benchmarks/multifidelity.py --forrester-designs 1 2 3      # other designs (below); Emukit too with
+                                                                      # --emukit-only --forrester-designs ...
+
+Other Forrester designs (``forrester_design``): design s has 11 low points from a Latin hypercube
+(scipy, seed s) and 4 high points among them (numpy default_rng(s)); the book's design is s = 0.
 
 Each multi-fidelity row twice: hyperparameters at their MAP (``map``) and integrated out
 (``laplace``, the models' default), with the RMSE and the coverage of the 95 % bands on the
@@ -82,7 +87,42 @@ infer map(starts=8, seed=1)
     return compile_source(src, "high_only.msml", device="cpu", base_dir=MODELS / "forrester").run()
 
 
-def emukit_forrester(x_test):
+def forrester_design(seed: int) -> Path:
+    """A folder with low.csv and high.csv: the book's design (seed 0) or a random nested one."""
+    import tempfile
+
+    if seed == 0:
+        return MODELS / "forrester"
+    from scipy.stats import qmc
+
+    xl = np.sort(qmc.LatinHypercube(d=1, seed=seed).random(11)[:, 0])
+    xh = np.sort(np.random.default_rng(seed).choice(xl, 4, replace=False))
+    folder = Path(tempfile.mkdtemp(prefix=f"forrester_s{seed}_"))
+    for name, xs, f in (("low.csv", xl, forrester_low), ("high.csv", xh, forrester_high)):
+        (folder / name).write_text("x,y\n" + "".join(f"{a:.6f},{f(a):.10f}\n" for a in xs))
+    return folder
+
+
+def forrester_designs(seeds, emukit_only: bool) -> None:
+    """The Forrester benchmark on other designs: msml's default (laplace: linearised predictive),
+    its mixture predictive and MAP, or Emukit (in its own environment)."""
+    x = np.linspace(0, 1, 1000)
+    text = (MODELS / "forrester" / "model.msml").read_text()
+    for seed in seeds:
+        folder = forrester_design(seed)
+        if emukit_only:
+            emu, t = timed(lambda: emukit_forrester(x, folder))
+            row(f"design {seed}: Emukit", emu, t)
+            continue
+        fit, t = timed(lambda: compile_source(text, "design.msml", device="cpu", base_dir=folder).run())
+        row(f"design {seed}: msml laplace (linearised)", fit.evaluate(x, forrester_high(x)), t)
+        options = fit.state.options
+        fit.state.options = {**options, "predictive": "mixture"}
+        row(f"design {seed}: msml laplace (mixture)", fit.evaluate(x, forrester_high(x)), 0.0)
+        fit.state.options = options
+
+
+def emukit_forrester(x_test, folder=None):
     """Emukit's linear multi-fidelity model on the same 11 + 4 points (None when not importable)."""
     try:
         import GPy
@@ -92,8 +132,9 @@ def emukit_forrester(x_test):
         from emukit.model_wrappers.gpy_model_wrappers import GPyMultiOutputWrapper
     except ImportError:
         return None
-    lo = pd.read_csv(MODELS / "forrester" / "low.csv")
-    hi = pd.read_csv(MODELS / "forrester" / "high.csv")
+    folder = folder or MODELS / "forrester"
+    lo = pd.read_csv(folder / "low.csv")
+    hi = pd.read_csv(folder / "high.csv")
     X, Y = convert_xy_lists_to_arrays([lo.x.values[:, None], hi.x.values[:, None]],
                                       [lo.y.values[:, None], hi.y.values[:, None]])
     kernel = LinearMultiFidelityKernel([GPy.kern.RBF(1), GPy.kern.RBF(1)])
@@ -145,6 +186,10 @@ def forrester_seeds() -> None:
 
 
 def main() -> None:
+    if "--forrester-designs" in sys.argv:
+        seeds = [int(a) for a in sys.argv[sys.argv.index("--forrester-designs") + 1:] if a.isdigit()]
+        forrester_designs(seeds or [0, 1, 2, 3], "--emukit-only" in sys.argv)
+        return
     if "--forrester-seeds" in sys.argv:
         forrester_seeds()
         return

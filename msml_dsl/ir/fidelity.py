@@ -40,6 +40,7 @@ DEFAULT_LENGTHSCALE = ("LogNormal", (0.0, 2.0))
 #: lower level) has no such scale (delta = high - rho * low depends on the unknown rho and may
 #: need a large amplitude at a long lengthscale to make a trend): HalfNormal(10 x rms).
 DEFAULT_AMPLITUDE_FACTOR = 10.0     # terms of a link
+DEFAULT_LINK_AMPLITUDE = "HalfNormal"  # the family of a link term's amplitude prior
 DEFAULT_BASE_AMPLITUDE_FACTOR = 2.0  # terms of a level without lower levels
 SCHEMES = ("auto", "joint", "recursive")
 
@@ -357,7 +358,8 @@ def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tupl
                 names = (f"{name}_amplitude", f"{name}_lengthscale")
                 factor = DEFAULT_AMPLITUDE_FACTOR if lv.lower else DEFAULT_BASE_AMPLITUDE_FACTOR
                 extra_params.append(_latent(LatentParameter, names[0], (), priors.get("amplitude"),
-                                            ("HalfNormal", (factor * ref,)), symbolic))
+                                            (DEFAULT_LINK_AMPLITUDE if lv.lower else "HalfNormal",
+                                             (factor * ref,)), symbolic))
                 extra_params.append(_latent(LatentParameter, names[1], () if k == 1 else (k,),
                                             priors.get("lengthscale"), DEFAULT_LENGTHSCALE, symbolic))
                 terms[name] = Term(name, "gp", k, kernel, opts.get("period"), parameters=names)

@@ -14,7 +14,7 @@ __all__ = ["run_fidelity", "FidelityFit", "Prediction", "Suggestion", "FIDELITY_
 
 #: inference methods and the options each takes
 FIDELITY_METHODS = {"map": ("seed", "starts", "max_iter"),
-                    "laplace": ("seed", "starts", "max_iter", "draws"),
+                    "laplace": ("seed", "starts", "max_iter", "draws", "predictive"),
                     "nuts": ("seed", "chains", "warmup", "draws", "target_accept", "max_tree_depth", "metric",
                              "thin")}
 

@@ -125,7 +125,7 @@ class FidelityFit:
 
     def _non_gaussian(self) -> bool:
         """Bands from samples: the recursive scheme's mixtures, or NUTS's mixture over draws."""
-        return self.problem.scheme == "recursive" or self.method != "map"
+        return self.problem.scheme == "recursive" or (self.method != "map" and not self.state.linearised)
 
     def evaluate(self, x, truth, level: str | None = None, prob: float = 0.95) -> dict:
         """Held-out check against known values: RMSE, mean |z| and the band's coverage."""
@@ -248,8 +248,10 @@ class FidelityFit:
             stats = ", ".join(f"{'+'.join(b.levels)}: Pareto k {b.stats['khat']:.2f}, ESS {b.stats['ess']:.0f} of "
                               f"{b.stats['draws']}" for b in self.state.blocks if b.stats)
             lines.append("inference: hyperparameters integrated out (Laplace approximation at the MAP, corrected by "
-                         f"adaptive importance sampling with Pareto smoothing; {stats}); predictions mix "
-                         f"{len(self.state.blocks[0].zs)} resampled draws")
+                         f"adaptive importance sampling with Pareto smoothing; {stats}); " + (
+                             "predictions: linearised Laplace (the mean at the MAP, the variance widened by the "
+                             "hyperparameters' Laplace covariance)" if self.state.linearised else
+                             f"predictions mix {len(self.state.blocks[0].zs)} resampled draws"))
         else:
             o = self.state.options
             lines.append(f"inference: NUTS over the hyperparameters, {o['chains']} chains x ({o['warmup']} warmup + "

@@ -17,10 +17,12 @@ import torch
 from msml_dsl.backends.multifidelity.model import DTYPE, Block, FidelityModel, Rows, covariance
 
 DEFAULTS = {"map": {"seed": 1, "starts": 8, "max_iter": 1000},
-            "laplace": {"seed": 1, "starts": 8, "max_iter": 1000, "draws": 2000},
+            "laplace": {"seed": 1, "starts": 8, "max_iter": 1000, "draws": 2000, "predictive": "linearised"},
             "nuts": {"seed": 1, "chains": 4, "warmup": 500, "draws": 500, "target_accept": 0.8,
                      "max_tree_depth": 10, "metric": "diag", "thin": 1}}
 PREDICTION_DRAWS = 64      # posterior draws (NUTS) used for predictions
+PREDICTIVES = ("linearised", "mixture")   # laplace predictions in the joint scheme (see FitState.linearised)
+LINEARISATION_STEP = 0.1   # central differences at a tenth of a posterior sd along each principal axis
 
 
 @dataclass
@@ -35,6 +37,9 @@ class BlockFit:
     log_density: float = math.nan
     n_starts: int = 0
     n_converged: int = 0
+    axes: np.ndarray | None = None            # laplace: principal axes of the Laplace covariance, scaled
+    z_map: torch.Tensor | None = None         # laplace: the full unconstrained vector at the MAP
+    _linear: "BlockFit | None" = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def state(self, i: int):
@@ -51,6 +56,28 @@ class BlockFit:
         env, f, values = self._cache[i]
         model._values = values
         return env, f
+
+    def linear(self) -> "BlockFit":
+        """The MAP and the points MAP +- h a_k along the Laplace covariance's scaled principal axes a_k
+        (h = LINEARISATION_STEP): draw 0 is the MAP, draws 2k+1 and 2k+2 the pair of axis k."""
+        if self._linear is None:
+            zs = [self.z_map.clone()]
+            for a in self.axes.T:
+                for sign in (1.0, -1.0):
+                    z = self.z_map.clone()
+                    z[self.block.index] += sign * LINEARISATION_STEP * torch.as_tensor(a, dtype=DTYPE,
+                                                                                       device=z.device)
+                    zs.append(z)
+            self._linear = BlockFit(self.block, self.levels, zs)
+        return self._linear
+
+
+def linearised(M: torch.Tensor, V: torch.Tensor):
+    """Mean and variance of the linearised Laplace predictive from the moments at the MAP (row 0)
+    and at the pairs MAP +- h a_k (rows 2k+1, 2k+2): the mean at the MAP, the variance at the MAP
+    plus sum_k (d mean / d along a_k)^2, i.e. J Sigma J^T (MacKay 1992)."""
+    D = (M[1::2] - M[2::2]) / (2 * LINEARISATION_STEP)
+    return M[0], V[0] + (D ** 2).sum(0), D
 
 
 def data_rows(model: FidelityModel) -> dict[str, list[Rows]]:
@@ -114,6 +141,8 @@ def _elements(model, names):
 def fit(model: FidelityModel, method: str, options: dict, progress: Callable | None = None) -> "FitState":
     problem = model.problem
     o = {**DEFAULTS[method], **{k: v for k, v in options.items() if v is not None}}
+    if method == "laplace" and o["predictive"] not in PREDICTIVES:
+        raise ValueError(f"predictive={o['predictive']!r}: use one of {', '.join(PREDICTIVES)}")
     t0 = time.perf_counter()
     rows = data_rows(model)
     z_base = model.params.initial(int(o["seed"])).clone()
@@ -177,6 +206,8 @@ def _fit_block(block: Block, levels, state: "FitState", progress) -> BlockFit:
         draws, stats = integrate(block.potential(state.z_base, gradient=False), pot, result.z, int(o["draws"]),
                                  int(o["seed"]))
         fitted.draws, fitted.stats = draws[None], stats
+        fitted.axes = stats.pop("axes")
+        fitted.z_map = state.z_base.clone()
         if stats["khat"] > 0.7:
             state.notes.append(f"levels {', '.join(levels)}: the importance weights are unreliable (Pareto k = "
                                f"{stats['khat']:.2f} > 0.7); the hyperparameter posterior is far from its Laplace "
@@ -248,6 +279,7 @@ def integrate(potential, gradient_fn, z_map: np.ndarray, n: int, seed: int, keep
     w, V = np.linalg.eigh(H)
     w = np.maximum(w, 1.0 / max_sd ** 2)
     L0 = np.linalg.cholesky(V @ np.diag(1.0 / w) @ V.T)
+    axes = V / np.sqrt(w)                  # columns: the Laplace covariance's principal axes x their sd
 
     def draw(mean, L, m):
         g = rng.chisquare(df, m) / df
@@ -305,7 +337,7 @@ def integrate(potential, gradient_fn, z_map: np.ndarray, n: int, seed: int, keep
     pick = np.minimum(np.searchsorted(np.cumsum(W), positions), Z.shape[0] - 1)
     mean = W @ Z
     sd = np.sqrt(np.maximum(W @ (Z - mean) ** 2, 0.0))
-    return Z[pick], {"khat": khat, "ess": ess, "draws": int(Z.shape[0]), "mean": mean, "sd": sd}
+    return Z[pick], {"khat": khat, "ess": ess, "draws": int(Z.shape[0]), "mean": mean, "sd": sd, "axes": axes}
 
 
 @dataclass
@@ -319,6 +351,14 @@ class FitState:
     timings: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def linearised(self) -> bool:
+        """laplace in the joint scheme with the default predictive: the mean at the MAP, the variance
+        widened by the hyperparameters' Laplace covariance (``linearised``); ``mixture`` mixes the
+        importance-sampled draws instead (the recursive scheme always does)."""
+        return (self.method == "laplace" and self.model.problem.scheme == "joint"
+                and self.options.get("predictive", "linearised") == "linearised")
+
     def block_of(self, level: str) -> BlockFit | None:
         return next((b for b in self.blocks if level in b.levels), None)
 
@@ -373,6 +413,15 @@ class FitState:
         """(mean, variance, samples or None) of a level at X (n, d)."""
         problem = self.model.problem
         with torch.no_grad():
+            if problem.scheme == "joint" and self.linearised:
+                b = self.blocks[0].linear()
+                ms, vs = zip(*[self._block_moments(b, i, level, X, {}) for i in range(len(b.zs))])
+                mean, var, _ = linearised(torch.stack(ms), torch.stack(vs))
+                draws = None
+                if samples:
+                    gen = torch.Generator(device="cpu").manual_seed(seed)
+                    draws = mean + var.sqrt() * torch.randn(samples, X.shape[0], generator=gen, dtype=DTYPE)
+                return mean, var, draws
             if problem.scheme == "joint":
                 b = self.blocks[0]
                 ms, vs = [], []
@@ -450,6 +499,11 @@ class FitState:
         """The posterior covariance of a level over X (joint scheme; averaged over draws)."""
         b = self.blocks[0]
         with torch.no_grad():
+            if self.linearised:
+                b = b.linear()
+                ms, cs = zip(*[self._block_moments(b, i, level, X, {}, cov=True) for i in range(len(b.zs))])
+                D = (torch.stack(ms[1::2]) - torch.stack(ms[2::2])) / (2 * LINEARISATION_STEP)
+                return cs[0] + D.T @ D
             covs = [self._block_moments(b, i, level, X, {}, cov=True)[1] for i in range(len(b.zs))]
         return torch.stack(covs).mean(0)
 
@@ -459,7 +513,7 @@ class FitState:
         if not lv.data:
             return 0.0
         b = self.block_of(level) or self.blocks[0]
-        env, _ = b.state(0)
+        env, _ = (b.linear() if self.linearised else b).state(0)
         with torch.no_grad():
             return float(self.model.noise[lv.data[0].name](env, 1, self.model.device)[0])
 
@@ -469,17 +523,21 @@ class FitState:
         block (mixed over draws), summarised per observed column."""
         out = []
         for b in self.blocks:
+            draws = b.linear() if self.linearised else b
             ms, vs = [], []
             with torch.no_grad():
-                for i in range(len(b.zs)):
-                    env, (L, alpha, r, *_rest) = b.state(i)
+                for i in range(len(draws.zs)):
+                    env, (L, alpha, r, *_rest) = draws.state(i)
                     Cinv = torch.cholesky_inverse(L)
                     d = torch.diagonal(Cinv)
                     ms.append(b.block.y - alpha / d)
                     vs.append(1.0 / d)
             M, V = torch.stack(ms), torch.stack(vs)
-            mean = M.mean(0)
-            var = V.mean(0) + M.var(0, unbiased=False)
+            if self.linearised:
+                mean, var, _ = linearised(M, V)
+            else:
+                mean = M.mean(0)
+                var = V.mean(0) + M.var(0, unbiased=False)
             y = b.block.y
             for r, (lo, hi) in zip(b.block.rows, zip(b.block.offsets[:-1], b.block.offsets[1:])):
                 res = (y[lo:hi] - mean[lo:hi]).numpy()
