@@ -92,11 +92,11 @@ def held_out_check(folder, columns, truth, seed, upper=None):
 
 @pytest.mark.slow
 def test_forrester_integrated_bands_cover_held_out_truth():
-    """MAP bands covered 75.3 % of a 1,000-point grid; integrated ones 95.5 % (98.5-100 % with
-    the former amplitude prior, HalfNormal(10 x rms) for f_low)."""
+    """MAP bands covered 75.3 % of a 1,000-point grid; the default linearised Laplace predictive
+    93.8 % with the MAP's mean (the importance-sampled mixture: 95.5 %, RMSE 0.0728)."""
     x = np.linspace(0, 1, 1000)
     e = held_out_check("forrester", x, forrester_high(x), seed=11)
-    assert e["rmse"] < 0.1                                  # measured 0.073 on 1,000 (MAP 0.060)
+    assert e["rmse"] < 0.0605          # Emukit's linear model: 0.0597-0.0602; measured 0.0599 on 1,000
 
 
 @pytest.mark.slow
