@@ -132,8 +132,54 @@ class Truncated(dist.TorchDistribution):
         return x.clamp(lo, hi)
 
 
+def _closed_form_cdf(name: str, a: list[float]):
+    """(cdf, sf) of the families with an elementary CDF, or None; importing scipy.stats costs a second."""
+    r2 = math.sqrt(2.0)
+    if name == "Normal":
+        m, s = a
+        return (lambda v: 0.5 * math.erfc((m - v) / (s * r2)), lambda v: 0.5 * math.erfc((v - m) / (s * r2)))
+    if name == "LogNormal":
+        m, s = a
+        return (lambda v: 0.5 * math.erfc((m - math.log(v)) / (s * r2)) if v > 0 else 0.0,
+                lambda v: 0.5 * math.erfc((math.log(v) - m) / (s * r2)) if v > 0 else 1.0)
+    if name == "HalfNormal":
+        (s,) = a
+        return (lambda v: math.erf(v / (s * r2)) if v > 0 else 0.0, lambda v: math.erfc(v / (s * r2)) if v > 0 else 1.0)
+    if name == "HalfCauchy":
+        (s,) = a
+        return (lambda v: 2 / math.pi * math.atan(v / s) if v > 0 else 0.0,
+                lambda v: 2 / math.pi * math.atan2(s, v) if v > 0 else 1.0)
+    if name == "Exponential":
+        (r,) = a
+        return (lambda v: -math.expm1(-r * v) if v > 0 else 0.0, lambda v: math.exp(-r * v) if v > 0 else 1.0)
+    if name == "Cauchy":
+        m, s = a
+        return (lambda v: math.atan2(s, m - v) / math.pi, lambda v: math.atan2(s, v - m) / math.pi)
+    if name == "Uniform":
+        lo, hi = a
+        return (lambda v: min(max((v - lo) / (hi - lo), 0.0), 1.0), lambda v: min(max((hi - v) / (hi - lo), 0.0), 1.0))
+    return None
+
+
 def constant_log_normalizer(name: str, args: list[float], low: float | None, high: float | None) -> float:
-    """log(F(high) - F(low)) for constant arguments, with SciPy's CDFs (any distribution)."""
+    """log(F(high) - F(low)) for constant arguments: closed forms where the CDF is elementary, else SciPy's."""
+    closed = _closed_form_cdf(name, args)
+    if closed is not None:
+        cdf, sf = closed
+        if low is not None and high is None:
+            tail = sf(low)
+            if tail > 1e-300:  # far in the tail SciPy's log survival function stays accurate
+                return math.log(tail)
+        else:
+            upper = cdf(high) if high is not None else 1.0
+            lower = cdf(low) if low is not None else 0.0
+            mass = upper - lower
+            if mass > 1e-12:
+                return math.log(mass)
+    return _scipy_log_normalizer(name, args, low, high)
+
+
+def _scipy_log_normalizer(name: str, args: list[float], low: float | None, high: float | None) -> float:
     from scipy import stats
 
     frozen = {

@@ -1078,28 +1078,32 @@ def _cached_source(time, states, params, rhs):
     return src, has_t, jac_pattern
 
 
-def _compile_kernels(src: str):
+def _compile_kernels(src: str, has_t: bool = True):
     """f_only, f_jac and t_deriv as numba cfuncs, cached on disk by the source's hash.
 
     Large systems (a method-of-lines grid) generate tens of thousands of lines whose compilation
-    takes tens of seconds; the cache makes that a once-per-machine cost for each model.
+    takes tens of seconds; the cache makes that a once-per-machine cost for each model. Without
+    explicit time dependence the core never calls t_deriv, so it is not compiled (each cfunc costs
+    about 0.1 s even when trivial) and f_jac stands in for it.
     """
+    names = ("f_jac", "t_deriv") if has_t else ("f_jac",)
     decorated = src.replace("def f_only(", "@numba.cfunc(_SIG_F, nopython=True, error_model='numpy', cache=True)\n"
                                            "def f_only(")
-    for name in ("f_jac", "t_deriv"):
+    for name in names:
         decorated = decorated.replace(f"def {name}(", f"@numba.cfunc(_SIG_FJ, nopython=True, error_model='numpy', "
                                                       f"cache=True)\ndef {name}(")
     digest = hashlib.sha256(numba.__version__.encode() + _CFUNC_HEADER.encode() + decorated.encode()).hexdigest()[:20]
     module_name = f"msml_ode_{digest}"
     try:
         module = import_generated_module(module_name, _CFUNC_HEADER + decorated)
-        return module.f_only, module.f_jac, module.t_deriv
+        f_only, f_jac = module.f_only, module.f_jac
+        return f_only, f_jac, (module.t_deriv if has_t else f_jac)
     except (OSError, RuntimeError):  # no writable cache folder: compile in memory
         ns = {"math": math, "min": min, "max": max, "abs": abs}
         exec(compile(src, "<msml-ode-kernels>", "exec"), ns)
-        return (numba.cfunc(_SIG_F, nopython=True, error_model="numpy")(ns["f_only"]),
-                numba.cfunc(_SIG_FJ, nopython=True, error_model="numpy")(ns["f_jac"]),
-                numba.cfunc(_SIG_FJ, nopython=True, error_model="numpy")(ns["t_deriv"]))
+        f_jac = numba.cfunc(_SIG_FJ, nopython=True, error_model="numpy")(ns["f_jac"])
+        return (numba.cfunc(_SIG_F, nopython=True, error_model="numpy")(ns["f_only"]), f_jac,
+                numba.cfunc(_SIG_FJ, nopython=True, error_model="numpy")(ns["t_deriv"]) if has_t else f_jac)
 
 
 def compile_ode_system(time: sympy.Symbol, states: list, params: list, rhs: list, *,
@@ -1113,7 +1117,7 @@ def compile_ode_system(time: sympy.Symbol, states: list, params: list, rhs: list
         raise ValueError("need one rhs expression per state")
     t_start = _time.perf_counter()
     src, has_t, jac_pattern = _cached_source(time, list(states), list(params), list(rhs))
-    f_only, f_jac, t_deriv = _compile_kernels(src)
+    f_only, f_jac, t_deriv = _compile_kernels(src, has_t)
     system = OdeSystem(
         n_states=len(states), n_params=len(params), has_time=has_t, source=src,
         f_only=f_only, f_jac=f_jac, t_deriv=t_deriv, jac_pattern=jac_pattern,
