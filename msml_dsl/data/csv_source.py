@@ -125,6 +125,11 @@ def _columns_used(model: CheckedModel, src: DataSourceInfo) -> dict[str, object]
         for node in iter_expr(expr):
             if isinstance(node, ast.Name):
                 needed.setdefault(node.id, node.span)
+    if model.experiment is not None and model.experiment.source == src.name:   # per-experiment covariates
+        for expr in [*model.equations.values(), *model.inits.values()]:
+            for node in iter_expr(expr):
+                if isinstance(node, ast.Attribute) and node.source.id == src.name:
+                    needed.setdefault(node.column.id, node.column.span)
     for obs in model.observations:
         if obs.source != src.name:
             continue

@@ -10,7 +10,9 @@ block-diagonal model the later stages already know, and every stage after it is 
   experiment, ``x0[run=3]``, with the same prior; every other parameter, unknown term and noise
   scale is shared;
 - each observation becomes one observation per experiment, ``runs.x[run=2]``, over that
-  experiment's rows of the data (each experiment may have its own times).
+  experiment's rows of the data (each experiment may have its own times);
+- a column of the experiment's source in an equation or initial value (``init C = runs.dose``)
+  is a covariate: the experiment's one value of it, as a number.
 
 The model's source (``CheckedModel.program``) is left as written, so what is reported about the
 model itself (identified equations, the rewritten model) speaks of ``der(x)``, once.
@@ -87,13 +89,17 @@ def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tupl
     derived = []
     for name, value in model.derived:
         derived += each(name, lambda label, nm, _: (nm[name], _rename(value, nm, {}))) or [(name, value)]
+    reported: set[str] = set()
+    covariates = {label: _covariates(bag, model, tables[exp.source], rows[exp.source, label], label, reported)
+                  for label in labels}
+    bag.raise_if_errors({model.file: model.program.source})
     states, equations, inits, observations = [], {}, {}, []
     for label in labels:
         nm, src = names[label], sources[label]
         for s in model.states:
             states.append(nm[s])
-            equations[nm[s]] = _rename(model.equations[s], nm, src)
-            inits[nm[s]] = _rename(model.inits[s], nm, src)
+            equations[nm[s]] = _rename(model.equations[s], nm, covariates[label])
+            inits[nm[s]] = _rename(model.inits[s], nm, covariates[label])
         for o in model.observations:
             if np.isfinite(tables[o.source].columns[o.column][rows[o.source, label]]).any():
                 observations.append(replace(o, source=src[o.source], args=tuple(_rename(a, nm, src) for a in o.args),
@@ -116,14 +122,48 @@ def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tupl
     return split, split_tables
 
 
-def _rename(e: ast.Expr, names: dict[str, str], sources: dict[str, str]) -> ast.Expr:
-    """``e`` with names and data sources replaced by one experiment's copies (function names untouched)."""
+def _covariates(bag, model: CheckedModel, table: DataTable, rows: np.ndarray, label: str,
+                reported: set[str]) -> dict[str, ast.Number]:
+    """The experiment's value of each column its equations and initial values read (``runs.dose``),
+    as a number; a column must hold one value within an experiment."""
+    exp, out = model.experiment, {}
+    for expr in [*model.equations.values(), *model.inits.values()]:
+        for node in iter_expr(expr):
+            if not isinstance(node, ast.Attribute) or node.source.id != exp.source:
+                continue
+            key = f"{node.source.id}.{node.column.id}"
+            values = table.columns[node.column.id][rows]
+            distinct = np.unique(values[np.isfinite(values)])
+            if key in out or distinct.size == 1:
+                out.setdefault(key, ast.Number(float(distinct[0]), repr(float(distinct[0])), node.span))
+                continue
+            out[key] = ast.Number(0.0, "0.0", node.span)   # reported below (once per column); the split stops
+            if key in reported:
+                continue
+            reported.add(key)
+            line = table.file_lines[rows][0]
+            what = "is empty" if not distinct.size else \
+                f"takes {distinct.size} values ({', '.join(f'{v:g}' for v in distinct[:3])}" + \
+                (", ...)" if distinct.size > 3 else ")")
+            bag.error("E314", f"'{_display(table.path)}': the column '{node.column.id}' {what} in the rows of "
+                      f"{exp.name}={label} (from line {line}); an equation or initial value reads one value per "
+                      "experiment", node.span, help="give the column one value in every row of each experiment, "
+                                                     "or observe it instead")
+    return out
+
+
+def _rename(e: ast.Expr, names: dict[str, str], sources: dict[str, object]) -> ast.Expr:
+    """``e`` with names and data sources replaced by one experiment's copies (function names untouched);
+    ``sources`` maps a data source to its copy's name, or ``source.column`` to a number (a covariate)."""
     def go(x):
         return _rename(x, names, sources)
 
     if isinstance(e, ast.Name):
         return replace(e, id=names[e.id]) if e.id in names else e
     if isinstance(e, ast.Attribute):
+        key = f"{e.source.id}.{e.column.id}"
+        if key in sources:
+            return sources[key]
         return replace(e, source=replace(e.source, id=sources[e.source.id])) if e.source.id in sources else e
     if isinstance(e, ast.Call):
         return replace(e, args=tuple(go(a) for a in e.args),

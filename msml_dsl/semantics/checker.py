@@ -172,6 +172,8 @@ class _Checker:
             elif isinstance(s, ast.FidelityDecl):
                 self.declare(s.name, "fidelity level")
 
+        experiments = p.of_type(ast.ExperimentDecl)   # equations and initial values may read its columns
+        self.experiment_source = experiments[0].column.source.id if experiments else None
         self.evaluate_constants()
         time_name, time_range = self.check_time(times[0] if times else None)
         self.time_range = time_range
@@ -422,8 +424,11 @@ class _Checker:
 
     # --------------------------------------------------------------- expressions
     def check_expression(self, expr: ast.Expr, allowed: tuple[str, ...], context: str,
-                         columns_of: str | None = None) -> set[str]:
-        """Check names and calls in an expression; return the parameters it uses."""
+                         columns_of: str | None = None, covariates: bool = False) -> set[str]:
+        """Check names and calls in an expression; return the parameters it uses.
+
+        ``covariates``: columns of the experiment's data source may appear (ODE equations, initial values).
+        """
         used_params: set[str] = set()
         pool = [n for n in self.declared if self.kind(n) in allowed]
         for node in iter_expr(expr):
@@ -488,8 +493,13 @@ class _Checker:
                                        help=did_you_mean(fname, list(FUNCTIONS) + self.names_of("unknown"))
                                        or "functions: " + ", ".join(FUNCTIONS))
             elif isinstance(node, ast.Attribute):
+                if columns_of is None and covariates and node.source.id == self.experiment_source:
+                    continue   # a per-experiment covariate: constant within each experiment (data/experiments.py)
                 if columns_of is None:
-                    self.bag.error("E219", f"{context} cannot use data columns", node.span)
+                    self.bag.error("E219", f"{context} cannot use data columns", node.span,
+                                   help=f"only columns of the experiment's source '{self.experiment_source}' may "
+                                        "appear here (one value per experiment)" if covariates and self.experiment_source
+                                   else None)
                 elif node.source.id != columns_of:
                     self.bag.error("E219", f"an observation of '{columns_of}' can only use columns of "
                                    f"'{columns_of}', not of '{node.source.id}'", node.source.span)
@@ -542,7 +552,7 @@ class _Checker:
                 continue
             self.check_expression(e.rhs, allowed=("const", "param", "state", "time variable", "unknown",
                                                   "derived quantity"),
-                                  context="an ODE right-hand side")
+                                  context="an ODE right-hand side", covariates=True)
             eqs[target.id] = e.rhs
             eq_spans[target.id] = e.span
         for s in self.p.of_type(ast.StateDecl):
@@ -573,7 +583,7 @@ class _Checker:
                                f"{spans[i.name.id].line})", i.span)
                 continue
             self.check_expression(i.value, allowed=("const", "param", "derived quantity", "unknown"),
-                                  context="an initial value")
+                                  context="an initial value", covariates=True)
             inits[i.name.id] = i.value
             spans[i.name.id] = i.span
         for s in self.p.of_type(ast.StateDecl):

@@ -107,3 +107,15 @@ observe d.y ~ Normal(y, sigma)
         msml_dsl.check_file(_model(tmp_path, text, ["run,t,y", "1,0,5", "1,2,3", "2,0,4", "1,1,2"]))
     assert [d.code for d in info.value.diagnostics] == ["E308"]
     assert "line 5" in info.value.diagnostics[0].message and "within each experiment" in info.value.diagnostics[0].message
+
+
+def test_python_api_compiles_experiment_text_like_a_file():
+    text = (GOOD / "experiment_decay.msml").read_text()
+    m = msml_dsl.compile_source(text, name="decay.msml", base_dir=GOOD)
+    assert [o.name for o in m.ir.observations] == ["d.y[run=1]", "d.y[run=2]", "d.y[run=3]"]
+    assert m.checked.experiment.copies[0] == ("y", ("y[run=1]", "y[run=2]", "y[run=3]"))
+
+
+def test_a_column_constant_within_each_experiment_is_a_covariate_of_its_equations():
+    m = msml_dsl.compile_file(GOOD / "experiment_dose.msml")
+    assert [str(i) for i in m.ir.ode.inits] == ["1.0/V", "2.0/V", "1.0/V"]     # dose of runs 1, 2, 3
