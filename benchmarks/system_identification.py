@@ -1,8 +1,10 @@
 """System identification of Lorenz-63: msml (fit through the ODE solution) against PySINDy.
 
 Data: ``models/lorenz_sysid/lorenz.csv`` — four runs of one time unit from different states on
-the attractor, every 0.01 time units, 1 % Gaussian noise (``simulate.py``). Every method gets the
-same data and the same library (the ten monomials of degree <= 2 in x, y, z per equation).
+the attractor, every 0.01 time units, 1 % Gaussian noise (``simulate.py``), in long format (columns
+run, t, x, y, z; the model's ``experiment run = runs.run``); ``--model model_8runs.msml`` takes the
+eight-run design instead (``lorenz_8runs.csv``). Every method gets the same data and the same
+library (the ten monomials of degree <= 2 in x, y, z per equation).
 
 msml:
   * ``stlsq``: the derivative warm start alone (GCV smoothing spline, sequentially thresholded least
@@ -22,6 +24,7 @@ separately).
 
     python benchmarks/system_identification.py            # warm start, MAP, PySINDy
     python benchmarks/system_identification.py --nuts     # and the full NUTS run (minutes)
+    python benchmarks/system_identification.py --model model_8runs.msml   # another design of the folder
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ MODEL = ROOT / "models" / "lorenz_sysid"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(MODEL))
 
-from simulate import LABELS, RUNS, TRUE_TERMS  # noqa: E402
+from simulate import LABELS, TRUE_TERMS, read_runs  # noqa: E402
 
 TERMS = ("fx", "fy", "fz")
 
@@ -83,12 +86,12 @@ def _by_label(term, values) -> np.ndarray:
     return np.array([values[labels.index(lab)] for lab in LABELS], dtype=float)
 
 
-def run_msml(nuts: bool) -> tuple[list[Result], dict]:
+def run_msml(nuts: bool, file: Path) -> tuple[list[Result], dict]:
     import msml_dsl
     from msml_dsl.inference.library_warm_start import derivative_fit
 
     t0 = time.perf_counter()
-    model = msml_dsl.compile_file(MODEL / "model.msml")
+    model = msml_dsl.compile_file(file)
     _ = model.program
     compile_s = time.perf_counter() - t0
     terms = {t.name: t for t in model.ir.unknowns}
@@ -134,15 +137,13 @@ def run_msml(nuts: bool) -> tuple[list[Result], dict]:
 
 
 # ----------------------------------------------------------------------------- PySINDy
-def run_pysindy() -> list[Result]:
+def run_pysindy(data: Path) -> list[Result]:
     try:
         import pysindy as ps
     except ImportError:
         print("pysindy is not installed (pip install pysindy): its rows are skipped", file=sys.stderr)
         return []
-    data = np.loadtxt(MODEL / "lorenz.csv", delimiter=",", skiprows=1)
-    t = data[:, 0]
-    runs = [data[:, 1 + 3 * r:4 + 3 * r] for r in range(RUNS)]
+    t, runs = read_runs(data)      # the long-format file as one (rows, 3) array per run
     out = []
     configurations = [
         ("pysindy stlsq, finite differences", lambda: ps.STLSQ(threshold=0.1), ps.FiniteDifference, False),
@@ -174,12 +175,19 @@ def run_pysindy() -> list[Result]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nuts", action="store_true", help="also run the model's NUTS (minutes)")
+    parser.add_argument("--model", default="model.msml", help="model file in models/lorenz_sysid")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ.setdefault(var, "1")
-    msml_results, extra = run_msml(args.nuts)
-    results = msml_results + run_pysindy()
-    print(f"\nLorenz-63, {RUNS} runs x 101 rows, 1 % noise; msml compile {extra['compile_s']:.1f} s\n")
+    import msml_dsl
+
+    source = msml_dsl.check_file(MODEL / args.model).data_sources[0]
+    data = MODEL / source.path
+    msml_results, extra = run_msml(args.nuts, MODEL / args.model)
+    results = msml_results + run_pysindy(data)
+    t, runs = read_runs(data)
+    print(f"\nLorenz-63 ({args.model}), {len(runs)} runs x {t.size} rows, 1 % noise; "
+          f"msml compile {extra['compile_s']:.1f} s\n")
     header = (f"{'method':<40} {'true (of 7)':>11} {'spurious':>8} {'max coef err':>13} {'worst':>10} "
               f"{'min P(true)':>11} {'max P(spur)':>11} {'time s':>8}")
     print(header)
