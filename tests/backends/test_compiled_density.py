@@ -111,17 +111,21 @@ init z = 1
 data d = csv("d.csv", t = time)
 observe d.obs ~ Normal(y + w[1] * d.x, s)
 observe d.count ~ Poisson(exp(z) + y * y)
+observe d.zobs ~ Normal(z + w[1] * d.x, s)
 """
 
 
 def test_fast_path_with_explicit_time_covariates_and_parameter_initial_values(tmp_path):
     """The generic density core with per-statement kernels: time in the right-hand side (t_deriv),
     an initial value that is a parameter (its kernel and the S0 chain rule), a covariate, a missing
-    value, two observation statements and a truncated prior whose normaliser depends on a parameter."""
-    (tmp_path / "d.csv").write_text("time,x,obs,count\n0.5,0.1,1.1,2\n1.0,0.4,,1\n2.0,-0.3,0.7,0\n3.5,1.2,0.2,3\n")
+    value, three observation statements (two of which differ only in the state, so they share a kernel)
+    and a truncated prior whose normaliser depends on a parameter."""
+    (tmp_path / "d.csv").write_text("time,x,obs,count,zobs\n0.5,0.1,1.1,2,1.3\n1.0,0.4,,1,1.1\n2.0,-0.3,0.7,0,\n"
+                                    "3.5,1.2,0.2,3,0.8\n")
     program = msml_dsl.compile_source(FORCED, name="forced.msml", base_dir=tmp_path, device="cpu").program
     assert program.fast is not None and program.system.has_time
     assert "def inits(" in program.fast.source and program.system.t_deriv is not program.system.f_jac
+    assert program.fast.source.count("def obs") == 2
     prior = program.sample_prior(6, seed=3)
     z = program.to_unconstrained({k: prior[k] for k in program.layout})
     for jacobian in (True, False):

@@ -350,8 +350,10 @@ class CompiledDensity:
                 kernels.append(_kernel_source("inits", ("x", "y0", "dy0", "_a3", "_a4"), E, xs, targets, printer))
             else:
                 y0_const = np.array([float(e) for e in inits], dtype=np.float64)
-        # observations: one kernel per statement, for one data point
+        # observations: one kernel per kind of statement, for one data point
         obs = _ObservationPack()
+        obs_kernels: dict[str, str] = {}  # kernel text -> name
+        obs_names: list[str] = []  # each statement's kernel
         for k, o in enumerate(ir.observations):
             v = sympy.Symbol("_v", real=True)
             ys = [sympy.Symbol(f"_s{j}", real=True) for j in range(len(ir.ode.states))] if ir.ode else []
@@ -368,19 +370,27 @@ class CompiledDensity:
             ll = log_pdf(o.distribution, v, args)
             # Only the states this observation uses are loaded and differentiated (a large ODE system
             # would otherwise put n lines per observation into the compiled code).
+            # The core gathers the used states into a short vector, so the kernel numbers them locally:
+            # statements that differ only in which state they observe share one compiled kernel.
             free = ll.free_symbols
             used_s = [j for j, y in enumerate(ys) if y in free]
+            local_s = [sympy.Symbol(f"_s{a}", real=True) for a in range(len(used_s))]
+            ll = ll.xreplace({ys[j]: local_s[a] for a, j in enumerate(used_s)})
             used_x = [i for i, x in enumerate(xs) if x in free]
             grads_x = [(i, sympy.diff(ll, xs[i])) for i in used_x]
             grads_x = [(i, g) for i, g in grads_x if g != 0]
             ns, nq = len(used_s), len(ms)
             targets = [("out[0]", ll)]
-            targets += [(f"out[{1 + a}]", sympy.diff(ll, ys[j])) for a, j in enumerate(used_s)]
+            targets += [(f"out[{1 + a}]", sympy.diff(ll, s_)) for a, s_ in enumerate(local_s)]
             targets += [(f"out[{1 + ns + q}]", sympy.diff(ll, m)) for q, m in enumerate(ms)]
             targets += [(f"out[{1 + ns + nq + a}]", g) for a, (i, g) in enumerate(grads_x)]
             loads = ["    _v = vc[0]"] + [f"    _c{j} = vc[{1 + j}]" for j in range(len(cs))]
-            loads += [f"    _s{j} = y[{j}]" for j in used_s] + [f"    _m{q} = m[{q}]" for q in range(nq)]
-            kernels.append(_kernel_source(f"obs{k}", ("x", "vc", "y", "m", "out"), E, xs, targets, printer, loads))
+            loads += [f"    _s{a} = y[{a}]" for a in range(ns)] + [f"    _m{q} = m[{q}]" for q in range(nq)]
+            text = _kernel_source("obs", ("x", "vc", "y", "m", "out"), E, xs, targets, printer, loads)
+            if text not in obs_kernels:
+                obs_kernels[text] = f"obs{len(obs_kernels)}"
+                kernels.append(text.replace("def obs(", f"def {obs_kernels[text]}(", 1))
+            obs_names.append(obs_kernels[text])
             cov = np.array([o.covariates[c] for c in cov_names]) if cov_names else np.zeros((0, o.values.size))
             tidx = o.time_index if o.time_index is not None else np.zeros(o.values.size, dtype=np.int64)
             obs.add(np.asarray(o.values, dtype=float), np.asarray(o.mask, dtype=bool), np.asarray(tidx, dtype=np.int64),
@@ -389,7 +399,7 @@ class CompiledDensity:
         self._obs = obs
         self.source = "\n".join(kernels)
         names = (["prior"] + (["inits"] if self.y0_depends_on_parameters else [])
-                 + [f"obs{k}" for k in range(len(ir.observations))])
+                 + list(obs_kernels.values()))
         self._kernels = dict(zip(names, load_cfuncs(self.source, tuple(names))))
         self._transform_args = (np.ascontiguousarray(self.kinds, dtype=np.int64),
                                 np.ascontiguousarray(self.lo, dtype=np.float64),
@@ -398,7 +408,7 @@ class CompiledDensity:
                                 self._kernels["prior"].address,
                                 self._kernels["inits"].address if self.y0_depends_on_parameters else 0,
                                 y0_const)
-        self._obs_args = obs.arrays([self._kernels[f"obs{k}"].address for k in range(len(ir.observations))])
+        self._obs_args = obs.arrays([self._kernels[name].address for name in obs_names])
         self._warm_up()
         self.compile_seconds = time.perf_counter() - t_start
 

@@ -13,9 +13,10 @@ core calls through their addresses:
 * ``prior(x, lp, gx, -, -)``:   lp[0] = log prior(x); gx[i] = d/dx_i (only non-zeros are written)
 * ``inits(x, y0, dy0, -, -)``:  y0[j] = y_j(0); dy0[j * E + i] = d y_j(0)/dx_i (non-zeros); only
   for initial values that depend on parameters (constant ones are passed as numbers)
-* ``obs(x, vc, y, m, out)``:   for the value vc[0] with covariates vc[1:], the states y at its
-  time and the interpolated fields m: out = [log lik, d/dy_s for the used states, d/dm_q,
-  d/dx_i for the used parameter elements]
+* ``obs(x, vc, y, m, out)``:   for the value vc[0] with covariates vc[1:], the states it uses
+  at its time (y, gathered by the core) and the interpolated fields m: out = [log lik, d/dy for
+  the used states, d/dm_q, d/dx_i for the used parameter elements]. Statements that differ only
+  in which states they observe share one kernel.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ def density_after(jacobian, U, G, x, dx, ld, dld, lp, gx, dy0, Y, SP, S0, ok, p_
         width = max(width, 1 + (o_soff[k + 1] - o_soff[k]) + (o_moff[k + 1] - o_moff[k])
                     + (o_xoff[k + 1] - o_xoff[k]))
     out = np.zeros(width)
+    sv = np.zeros(max(1, o_s.shape[0]))
     mv = np.zeros(max(1, m_width.shape[0]))
     for k in range(K):
         fn = o_fn[k]
@@ -163,7 +165,9 @@ def density_after(jacobian, U, G, x, dx, ld, dld, lp, gx, dy0, Y, SP, S0, ok, p_
                     for c in range(w):
                         acc += m_wts[base + c] * Y[b, t, m_cols[base + c]]
                     mv[q] = acc
-                _call5(fn, x, b * D, o_data, o_dstart[k] + r * o_width[k], Y, (b * T + t) * n, mv, 0, out, 0)
+                for j in range(ns):
+                    sv[j] = Y[b, t, o_s[s0 + j]]
+                _call5(fn, x, b * D, o_data, o_dstart[k] + r * o_width[k], sv, 0, mv, 0, out, 0)
                 lp[b] += out[0]
                 for j in range(ns):
                     gY[b, t, o_s[s0 + j]] += out[1 + j]
