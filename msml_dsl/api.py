@@ -360,13 +360,17 @@ class Fit(_UnknownTermReports):
     def warnings(self):
         from msml_dsl.diagnostics import DiagnosticWarning, check_convergence
 
+        from msml_dsl.diagnostics.function_checks import unidentified_functions
+
         settings = self.sample.settings
+        functions = unidentified_functions(self.model.ir, self.sample.parameters)   # network terms
         if settings["method"] == "nuts":
-            found = check_convergence(self.to_arviz(), max_tree_depth=int(settings["max_tree_depth"]))
+            found = check_convergence(self.to_arviz(), max_tree_depth=int(settings["max_tree_depth"]),
+                                      functions=functions)
         else:
             # Many short chains: nested R-hat (below) replaces R-hat, and ESS is judged in total (400).
             found = check_convergence(self.to_arviz(), max_tree_depth=10**6, rhat_threshold=math.inf,
-                                      min_ess_per_chain=400 / settings["chains"])
+                                      min_ess_per_chain=400 / settings["chains"], functions=functions)
         nested = self.sample.nested_rhat
         high = {k: v for k, v in nested.items() if v > 1.01}
         if high:

@@ -542,3 +542,20 @@ def loo_summary(data, var_name: str | None = None) -> dict[str, Any] | None:
         "pareto_k_max": k_max,
         "warning": bool(warn),
     }
+
+
+def array_diagnostics(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Rank-normalised split R-hat, bulk and tail ESS of each column of ``values`` (chain, draw, k)."""
+    import xarray as xr
+
+    v = np.asarray(values, dtype=float)
+    ds = xr.Dataset({"f": (("chain", "draw", "point"), v)},
+                    coords={"chain": np.arange(v.shape[0]), "draw": np.arange(v.shape[1]),
+                            "point": np.arange(v.shape[2])})
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        for kind in ("rhat", "ess_bulk", "ess_tail"):
+            out[kind] = np.asarray(_stat_dataset(ds, kind)["f"].values, dtype=float).reshape(-1)
+    return out

@@ -19,6 +19,9 @@ W203    ebfmi               warning   E-BFMI < 0.3 in some chain, with
 I101    single_chain        info      only one chain: R-hat cannot be judged
 I102    no_sample_stats     info      sample_stats group (or a statistic the
                                       sampler checks need) is missing
+I103    network_function    info      a network term's weights are not judged
+                                      (not identified); its values on an input
+                                      grid are, in W101-W103
 ======  ==================  ========  ==============================================
 """
 
@@ -48,6 +51,7 @@ CODES: dict[str, str] = {
     "W203": "ebfmi",
     "I101": "single_chain",
     "I102": "no_sample_stats",
+    "I103": "network_function",
 }
 
 EBFMI_THRESHOLD = 0.3
@@ -112,14 +116,42 @@ def check_convergence(
     max_tree_depth: int,
     rhat_threshold: float = 1.01,
     min_ess_per_chain: int = 100,
+    functions=(),
 ) -> list[DiagnosticWarning]:
     """Run all checks on ``data`` (InferenceData or DataTree from the adapter).
+
+    ``functions``: FunctionDiagnostics of network terms (function_checks.py). Their weights are
+    left out of the R-hat and ESS checks (not identified: hidden units swap and flip sign) and the
+    term's values on its input grid are checked instead, as ``name(point k)``; an info (I103) says so.
 
     Returns warnings in a stable order (W1xx, then W2xx, then infos).
     """
     out: list[DiagnosticWarning] = []
     infos: list[DiagnosticWarning] = []
     n_chains, n_draws = _posterior_chains_draws(data)
+    skipped = {name for f in functions for name in f.parameters}
+
+    def judged(values: dict[str, float], kind: str) -> dict[str, float]:
+        """Drop the weights of network terms; add their functions' values on the grid."""
+        kept = {k: v for k, v in values.items() if k.split("[", 1)[0] not in skipped}
+        for f in functions:
+            for i, v in enumerate(getattr(f, kind)):
+                kept[f"{f.name}(point {i + 1})"] = float(v)
+        return kept
+
+    for f in functions:
+        infos.append(
+            DiagnosticWarning(
+                "I103",
+                f"R-hat and ESS of {', '.join(f.parameters)} are not judged: a network's hidden units can "
+                "swap and change sign, so chains may disagree on every weight while agreeing on the "
+                f"function. Judged instead: '{f.name}' at {len(f.points)} input points spanning the data "
+                f"(max R-hat {f.max_rhat:.3f}, min bulk ESS {f.min_ess_bulk:.0f}, "
+                f"min tail ESS {f.min_ess_tail:.0f}).",
+                "Nothing to do if the function's R-hat and ESS pass; weights' summaries have no meaning.",
+                "info",
+            )
+        )
 
     # ---- W101 R-hat -------------------------------------------------------
     if n_chains < 2:
@@ -133,7 +165,7 @@ def check_convergence(
             )
         )
     else:
-        rh = _finite(_ad.rhat(data))
+        rh = _finite(judged(_ad.rhat(data), "rhat"))
         bad = sorted(
             ((k, v) for k, v in rh.items() if v > rhat_threshold),
             key=lambda kv: -kv[1],
@@ -155,8 +187,8 @@ def check_convergence(
     # ---- W102/W103 ESS ----------------------------------------------------
     min_ess = float(min_ess_per_chain * n_chains)
     for code, label, values in (
-        ("W102", "bulk", _ad.ess_bulk(data)),
-        ("W103", "tail", _ad.ess_tail(data)),
+        ("W102", "bulk", judged(_ad.ess_bulk(data), "ess_bulk")),
+        ("W103", "tail", judged(_ad.ess_tail(data), "ess_tail")),
     ):
         vals = _finite(values)
         low = sorted(((k, v) for k, v in vals.items() if v < min_ess), key=lambda kv: kv[1])

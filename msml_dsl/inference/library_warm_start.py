@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
+from msml_dsl.symbolic.unknown_terms import coefficient_parameters
+
 DIRECT = {"Normal": 0, "StudentT": 1, "Cauchy": 0, "LogNormal": 0}   # distribution -> index of its location
 TRIM = 2                                                               # points dropped at each end
 
@@ -149,10 +151,10 @@ def _build_regression(ir) -> _Regression | None:
     states = list(ir.ode.states)
     coefficients, replace = [], {}
     for term in terms:
-        z = next((p for p in term.parameters if p.name == f"{term.name}_z"), None)
-        if z is None:
+        carriers = coefficient_parameters(term)
+        if not carriers:
             continue
-        for k, (c, zk) in enumerate(zip(term.candidates, z.elements)):
+        for k, (c, (_, zk)) in enumerate(zip(term.candidates, carriers)):
             a = sympy.Symbol(f"_a_{term.name}_{k}", real=True)
             scale = c.coefficient.diff(zk)
             if scale == 0 or scale.has(zk):
@@ -280,15 +282,16 @@ def derivative_fit(model, values: dict[str, np.ndarray] | None = None, row: int 
     return out
 
 
-def _multipliers(term, z, values: dict, row: int) -> np.ndarray:
+def _multipliers(term, carriers, values: dict, row: int) -> np.ndarray:
     """d coefficient_k / d z_k at the term's current non-z parameter values (row ``row``)."""
     env = {}
+    coefficient_names = {p.name for p, _ in carriers}
     for p in term.parameters:
-        if p.name != z.name:
+        if p.name not in coefficient_names:
             v = np.asarray(values[p.name][row], dtype=float).reshape(-1)
             env.update({e: float(x) for e, x in zip(p.elements, v)})
     out = np.zeros(len(term.candidates))
-    for k, (c, zk) in enumerate(zip(term.candidates, z.elements)):
+    for k, (c, (_, zk)) in enumerate(zip(term.candidates, carriers)):
         m = c.coefficient.diff(zk).xreplace(env)
         out[k] = float(m) if m.is_number else np.nan
     return out
@@ -322,14 +325,19 @@ def _write_term(term, a: np.ndarray, values: dict[str, np.ndarray], row: int) ->
     contributions = np.abs(a) * scales
     kept = contributions > 0
     wanted = np.where(kept, np.abs(a), term.threshold / scales)          # |multiplier| giving |z| = 1
-    z = next(p for p in term.parameters if p.name == f"{term.name}_z")
+    carriers = coefficient_parameters(term)
     global_scales = [p.name for p in term.parameters if p.name.startswith(f"{term.name}_tau")]
     local_scales = [p.name for p in term.parameters if p.name.startswith(f"{term.name}_lambda")]
     for name in global_scales + local_scales:
         values[name][row] = np.ones_like(values[name][row])
+    if len({p.name for p, _ in carriers}) > 1 and len(local_scales) == 1:
+        # the (partially) centred horseshoe: tau = 1 and each lambda_k = |c_k s_k| (a dropped one's
+        # threshold), so every standardised coefficient sits about one prior sd from zero
+        values[local_scales[0]][row] = np.where(kept, contributions, term.threshold)
+        global_scales = local_scales = []
     global_scales, local_scales = _carrier(global_scales), _carrier(local_scales)
     if global_scales:
-        m = np.abs(_multipliers(term, z, values, row))
+        m = np.abs(_multipliers(term, carriers, values, row))
         ratio = wanted / m
         ratio = ratio[kept] if kept.any() else ratio
         if np.isfinite(ratio).all() and (ratio > 0).all():
@@ -337,13 +345,18 @@ def _write_term(term, a: np.ndarray, values: dict[str, np.ndarray], row: int) ->
             for name in global_scales:
                 _rescale(values, name, row, factor)
     if local_scales:
-        m = np.abs(_multipliers(term, z, values, row))
+        m = np.abs(_multipliers(term, carriers, values, row))
         for k in range(len(a)):
             if np.isfinite(m[k]) and m[k] > 0:
                 for name in local_scales:
                     _rescale(values, name, row, wanted[k] / m[k], index=k)
-    m = _multipliers(term, z, values, row)
-    values[z.name][row] = np.where(np.isfinite(m) & (m != 0), a / np.where(m != 0, m, 1.0), 0.0)
+    m = _multipliers(term, carriers, values, row)
+    z = np.where(np.isfinite(m) & (m != 0), a / np.where(m != 0, m, 1.0), 0.0)
+    if len({p.name for p, _ in carriers}) == 1:
+        values[carriers[0][0].name][row] = z
+    else:                                   # the centred horseshoe: one scalar per coefficient
+        for (p, _), v in zip(carriers, z):
+            values[p.name][row] = v
 
 
 def _write_inits_and_scales(program, smoothed: dict[str, SmoothedState], values: dict, row: int) -> None:

@@ -76,15 +76,30 @@ def hessian(potential: PotentialFn, z: np.ndarray, step: float = 1e-5) -> np.nda
 
 
 def laplace_starts(potential: PotentialFn, z_map: np.ndarray, n: int, rng: np.random.Generator,
-                   scale: float = 1.0) -> np.ndarray:
-    """n starting points drawn from the Laplace approximation at z_map (finite potential guaranteed)."""
+                   scale: float = 1.0, covariance: list | None = None) -> np.ndarray:
+    """n starting points drawn from the Laplace approximation at z_map (finite potential guaranteed).
+
+    ``covariance``: a list that receives the approximation's covariance (None when the Hessian failed).
+    """
     dim = z_map.size
     try:
         H = hessian(potential, z_map)
-        cov = np.linalg.inv(H)
-        L = np.linalg.cholesky(0.5 * (cov + cov.T))
+        try:
+            cov = np.linalg.inv(H)
+            L = np.linalg.cholesky(0.5 * (cov + cov.T))
+        except np.linalg.LinAlgError:
+            # not a mode (a point moved off the optimum): the curvature's magnitude still gives
+            # each direction its scale
+            w, V = np.linalg.eigh(0.5 * (H + H.T))
+            if not np.all(np.isfinite(w)):
+                raise
+            w = np.maximum(np.abs(w), 1e-8 * max(np.abs(w).max(), 1e-300))
+            L = V / np.sqrt(w)
     except np.linalg.LinAlgError:
-        L = 0.1 * np.eye(dim)
+        L = None
+    if covariance is not None:
+        covariance.append(None if L is None else L @ L.T)
+    L = 0.1 * np.eye(dim) if L is None else L
     out = np.empty((n, dim))
     todo = np.arange(n)
     for attempt in range(20):

@@ -55,8 +55,12 @@ def _quiet_unknown_terms(program, starts: np.ndarray) -> np.ndarray:
     Prior draws of a library's coefficients often make the ODE blow up or land in a poor mode;
     starting from "no missing physics" and letting the data switch terms on is the natural path.
     """
+    from msml_dsl.symbolic.unknown_terms import coefficient_parameters
+
     names = [p.name for t in getattr(program.ir, "unknowns", ()) for p in t.parameters
              if p.name.endswith(("_z", "_beta", "_w"))]
+    names += [p.name for t in getattr(program.ir, "unknowns", ()) if t.kind == "library"
+              for p, _ in coefficient_parameters(t) if p.name not in names]
     if not names or not len(starts):
         return np.empty((0, program.dim))
     out = np.array(starts, dtype=float, copy=True)
@@ -81,7 +85,8 @@ def _with_warm_starts(program, starts: np.ndarray, quiet: np.ndarray, how: str, 
     return np.concatenate([starts, quiet, warm])
 
 
-def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np.ndarray:
+def initial_points(program, n: int, how: str, seed: int, notes: list[str],
+                   covariance: list | None = None) -> np.ndarray:
     """Starting points for n chains: 'map' (Laplace draws at the best MAP), 'prior', 'uniform', or
     'derivatives' (like 'map', optimising only from library coefficients fitted to smoothed derivatives)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
@@ -111,7 +116,40 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str]) -> np
         notes.append(f"optimisations from {result.n_starts} starts reached different modes (log densities "
                      f"{np.round(np.sort(result.all_log_densities[np.isfinite(result.all_log_densities)])[::-1], 1).tolist()}); "
                      "chains start near the best")
-    return laplace_starts(pot, result.z, n, rng)
+    return laplace_starts(pot, _horseshoe_scales_reset(program, result.z, notes), n, rng, covariance=covariance)
+
+
+def _horseshoe_scales_reset(program, z: np.ndarray, notes: list[str]) -> np.ndarray:
+    """The optimum ``z`` with a (partially) centred horseshoe's scales moved back into the bulk.
+
+    Centred coefficients have no joint mode: as tau -> 0 the density of the near-zero coefficients
+    grows as fast as (or faster than) the prior and likelihood lose, so the optimiser runs down the
+    funnel's neck, a poor place to start chains. The coefficients the optimum found are kept and the
+    scales reset as for a warm start: tau = 1, each lambda_k the candidate's standardised coefficient
+    (or the term's threshold), the z_k solved to give the same coefficients.
+    """
+    from msml_dsl.inference.library_warm_start import _write_term
+    from msml_dsl.symbolic.unknown_terms import coefficient_parameters
+
+    terms = [t for t in getattr(program.ir, "unknowns", ()) if t.kind == "library"
+             and len({p.name for p, _ in coefficient_parameters(t)}) > 1]
+    if not terms or not np.all(np.isfinite(z)):
+        return z
+    values = {k: np.array(v, dtype=float, copy=True) for k, v in program.to_constrained(z[None, :]).items()}
+    for term in terms:
+        env = {e: float(x) for p in term.parameters
+               for e, x in zip(p.elements, np.asarray(values[p.name][0], dtype=float).reshape(-1))}
+        a = np.array([float(c.coefficient.xreplace(env)) for c in term.candidates])
+        if not np.all(np.isfinite(a)):
+            continue
+        _write_term(term, a, values, 0)
+    out = program.to_unconstrained({k: values[k] for k in program.layout})[0]
+    u, _ = program.potential_and_grad(out[None, :])
+    if not np.isfinite(u[0]):
+        return z
+    notes.append("chains start at the optimum's coefficients with the horseshoe's scales reset (tau = 1): "
+                 "a centred horseshoe has no mode in its scales")
+    return out
 
 
 def resolve_metric(metric: str, dim: int, warmup: int) -> str:
@@ -131,12 +169,33 @@ def sample_nuts(program, options: dict, progress: Callable | None = None) -> Pos
     o["metric"] = resolve_metric(o["metric"], program.dim, o["warmup"])
     notes: list[str] = []
     t0 = time.perf_counter()
-    init = initial_points(program, o["chains"], o["init"], o["seed"], notes)
+    laplace: list = []
+    init = initial_points(program, o["chains"], o["init"], o["seed"], notes, covariance=laplace)
     t_init = time.perf_counter() - t0
+    inverse_metric = _laplace_metric(program, laplace, o["metric"], notes)
     result = run_nuts(program.potential_and_grad, init, warmup=o["warmup"], draws=o["draws"], seed=o["seed"],
                       target_accept=o["target_accept"], max_tree_depth=o["max_tree_depth"], metric=o["metric"],
-                      progress=progress)
+                      progress=progress, inverse_metric=inverse_metric)
     return _posterior(program, result, o, notes, t_init, time.perf_counter() - t0 - t_init)
+
+
+def _laplace_metric(program, laplace: list, metric: str, notes: list[str]):
+    """The warm-up's first inverse metric: the Laplace covariance at the optimum for models with unknown
+    terms, else None (the identity, as Stan).
+
+    An unknown term's parameters (coefficients, scales, weights) and the rates around them span
+    orders of magnitude in scale; from the identity, Stan's first 75 warm-up iterations (before the
+    first metric window) take steps as small as the narrowest direction and reach the deepest trees
+    (on Lotka-Volterra with a library, every one of them). The windows then refine this start.
+    """
+    if not getattr(program.ir, "unknowns", ()) or not laplace or laplace[0] is None:
+        return None
+    cov = np.asarray(laplace[0], dtype=float)
+    if not np.all(np.isfinite(cov)):
+        return None
+    notes.append(f"warm-up starts from the Laplace approximation's {'covariance' if metric == 'dense' else 'variances'} "
+                 "as its metric")
+    return cov if metric == "dense" else np.diag(cov).copy()
 
 
 def sample_chees(program, options: dict, progress: Callable | None = None) -> PosteriorSample:

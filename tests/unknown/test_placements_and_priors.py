@@ -52,14 +52,20 @@ def _coefficient_draws(m, n=40000, seed=5):
 
 def test_horseshoe_scales_are_half_cauchy(decay_data):
     m = _compile(decay_data, "library(x, x^2, sparsity=horseshoe(0.5))")
-    names = {p.name: (p.distribution, tuple(float(a) for a in p.args)) for p in m.ir.parameters}
+    names = {p.name: (p.distribution, tuple(float(a) if a.is_number else a for a in p.args)) for p in m.ir.parameters}
     assert names["f_tau"] == ("HalfCauchy", (0.5,)) and names["f_lambda"] == ("HalfCauchy", (1.0,))
+    assert names["f_z1"][0] == "Normal" and names["f_z1"][1][0] == 0   # its scale is sqrt(tau lambda~_1)
     prior, coefficient = _coefficient_draws(m)
     # 40,000 draws: the quantiles' Monte Carlo sd is below 2 % of their values
     for q in (0.1, 0.25, 0.5, 0.75, 0.9):
         assert np.quantile(prior["f_tau"], q) == pytest.approx(stats.halfcauchy(scale=0.5).ppf(q), rel=0.05)
-    expected = prior["f_tau"][:, None] * prior["f_lambda"] * prior["f_z"]
-    assert np.allclose(coefficient, expected)
+    # partially centred: c_k s_k = sqrt(tau lambda_k) z_k with z_k ~ Normal(0, sqrt(tau lambda_k))
+    scale = prior["f_tau"][:, None] * prior["f_lambda"]
+    z = np.stack([prior["f_z1"], prior["f_z2"]], axis=1)
+    assert np.allclose(coefficient, np.sqrt(scale) * z)
+    # ... which is the horseshoe's Normal(0, tau lambda_k): z_k / sqrt(tau lambda_k) is standard normal
+    u = (z / np.sqrt(scale)).ravel()
+    assert stats.kstest(u, "norm").pvalue > 0.01
 
 
 @pytest.mark.parametrize("slab_df", [None, 4])
@@ -71,9 +77,11 @@ def test_regularised_horseshoe_bounds_large_coefficients_by_its_slab(decay_data,
     assert extra == (set() if slab_df is None else {"f_slab"})
     prior, c_slab = _coefficient_draws(slab)
     _, c_plain = _coefficient_draws(plain)
-    # tau * lambda_tilde < c: the coefficient is at most c |z|, where the plain horseshoe's has no bound
+    # tau * lambda_tilde < c: the coefficient (sqrt(tau lambda_tilde) z) is at most sqrt(c) |z|, where the
+    # plain horseshoe's has no bound
     c = 2.0 if slab_df is None else 2 / np.sqrt(prior["f_slab"])[:, None]
-    assert np.all(np.abs(c_slab) <= c * np.abs(prior["f_z"]) + 1e-12)
+    z = np.stack([prior["f_z1"], prior["f_z2"]], axis=1)
+    assert np.all(np.abs(c_slab) <= np.sqrt(c) * np.abs(z) + 1e-12)
     assert np.quantile(np.abs(c_slab), 0.99) < 0.1 * np.quantile(np.abs(c_plain), 0.99)
     # near zero both shrink alike: the same share of small coefficients (Monte Carlo sd about 0.003)
     small = [np.mean(np.abs(v) < 0.05) for v in (c_slab, c_plain)]

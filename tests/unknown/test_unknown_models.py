@@ -37,7 +37,8 @@ def test_lotka_volterra_files_check_and_expand():
     network = msml_dsl.compile_file(MODELS / "lotka_volterra_hidden" / "network.msml")
     (lib,) = library.ir.unknowns
     assert [c.label for c in lib.candidates] == ["H*L", "H^2", "L^2", "H^2*L", "H*L^2"]
-    assert {p.name for p in lib.parameters} == {"predation_tau", "predation_lambda", "predation_z"}
+    assert {p.name for p in lib.parameters} == {"predation_tau", "predation_lambda"} | {f"predation_z{k}"
+                                                                                      for k in range(1, 6)}
     assert "sqrt" in str(lib.expression)                                  # the regularised horseshoe's slab
     (net,) = network.ir.unknowns
     assert net.kind == "mlp" and sum(np.prod(p.shape) for p in net.parameters) == 2 * 6 + 6 + 6 + 1
@@ -63,9 +64,10 @@ def test_lotka_volterra_library_nuts_learns_the_predation_and_covers_the_forecas
     compiled = msml_dsl.compile_file(FOLDER / "model.msml")
     fit = compiled.run()
     health = sampler_health(fit)
-    # measured (README): 0.75 % divergent; 59.5 % of draws at the depth limit and R-hat 1.07 are
-    # documented shortfalls, not asserted
-    assert health["divergent"] < 0.02
+    # measured (README, partially centred horseshoe): 1.5 % divergent, no draw at the depth limit
+    # (59.5 % non-centred); R-hat 1.09 over 2 x 200 draws is a documented shortfall, not asserted
+    assert health["divergent"] < 0.03
+    assert health["at_depth_limit"] < 0.05
     draws = flat(fit.posterior)
     err = learned_term_error(compiled.ir.unknowns[0], draws)
     assert err["rel_l2"] < 0.05
