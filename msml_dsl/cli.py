@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE", dest="solver_option",
                        help="PDE models with solver pinn: override an option of solver pinn(...), e.g. "
                             "--solver-option adam_steps=500 (repeatable)")
+    p_run.add_argument("--predictive", choices=["linearised", "mixture"],
+                       help="models with fidelity levels, --method laplace: predictions by the linearised Laplace "
+                            "predictive (the default: the mean at the MAP) or by mixing the importance-sampled draws")
     p_run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p_run.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine: competing threads "
                                                    "can run ten times slower)")
@@ -212,7 +215,12 @@ def _run(args) -> int:
     if model.is_pinn:
         return _run_pinn(args, model, overrides, t0)
     if getattr(model, "is_fidelity", False):
+        if args.predictive is not None:
+            overrides["predictive"] = args.predictive
         return _run_fidelity(args, model, overrides, t0)
+    if args.predictive is not None:
+        raise MsmlError([Diagnostic("E261", "--predictive applies to models with fidelity levels", file=args.model,
+                                    help="other models predict from their posterior draws")], _sources(args))
     if args.solver_option:
         raise MsmlError([Diagnostic("E261", "--solver-option applies to PDE models with solver pinn; "
                                             f"'{model.ir.name}' is not one", file=args.model, help="set the solver's options in "

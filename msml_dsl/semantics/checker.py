@@ -32,6 +32,7 @@ INFER_OPTIONS: dict[str, dict[str, type]] = {
               "init": str, "thin": int},
 }
 METRICS = ("auto", "diag", "dense")
+FIDELITY_PREDICTIVES = ("linearised", "mixture")   # infer laplace(predictive=...) of a fidelity model
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "sin", "gelu", "softplus", "silu", "elu")
 KERNELS = ("rbf", "matern32", "matern52", "periodic")
 REPRESENTATIONS = {"field": ("mlp",), "unknown": ("mlp", "gp", "library")}
@@ -870,7 +871,8 @@ class _Checker:
             o = self._options(m, PINN_INFER_OPTIONS[m.name.id], "inference method")
             return InferenceSettings(m.name.id, tuple(sorted(o.items())))
         if m.name.id == "laplace" and self.p.of_type(ast.FidelityDecl):
-            o = self._options(m, {**INFER_OPTIONS["map"], "draws": int}, "inference method")
+            o = self._options(m, {**INFER_OPTIONS["map"], "draws": int,
+                                  "predictive": {"type": str, "choices": FIDELITY_PREDICTIVES}}, "inference method")
             for key in ("starts", "max_iter", "draws"):
                 if key in o and o[key] < 1:
                     self.bag.error("E262", f"option '{key}' must be at least 1", _kw_span(m, key))

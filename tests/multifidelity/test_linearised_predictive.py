@@ -21,7 +21,7 @@ data cheap = csv("low.csv") fidelity low
 data costly = csv("high.csv") fidelity high
 observe cheap.y ~ Normal(low, s)
 observe costly.y ~ Normal(high, s)
-infer laplace(starts=2, seed=1, draws=100)
+infer laplace(starts=1, seed=1, draws=60, max_iter=200)
 """
 
 
@@ -45,6 +45,7 @@ def test_linearised_moments_are_the_map_mean_and_a_delta_method_variance():
     assert var.numpy() == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_default_laplace_predicts_the_map_mean_with_wider_bands(fits):
     map_fit, lin, _ = fits
     x = np.linspace(0, 1, 41)
@@ -58,8 +59,9 @@ def test_default_laplace_predicts_the_map_mean_with_wider_bands(fits):
     assert "linearised Laplace" in lin.summary()
 
 
+@pytest.mark.slow
 def test_mixture_predictive_and_bad_option(fits):
-    _, lin, model = fits
+    _, lin, _ = fits
     x = np.linspace(0, 1, 21)
     m_lin = lin.predict(x).mean
     options = lin.state.options
@@ -69,5 +71,17 @@ def test_mixture_predictive_and_bad_option(fits):
         assert not np.allclose(lin.predict(x).mean, m_lin, atol=1e-8)
     finally:
         lin.state.options = options
-    with pytest.raises(ValueError, match="predictive"):
+
+
+def test_predictive_is_an_option_of_the_file_and_the_command_line(tmp_path):
+    from msml_dsl.cli import build_parser
+
+    for name in ("low.csv", "high.csv"):
+        (tmp_path / name).write_text("x,y\n0.1,1.0\n0.5,2.0\n")
+    model = compile_source(TWO.replace("max_iter=200)", "max_iter=200, predictive=mixture)"), "two.msml",
+                           device="cpu", base_dir=tmp_path)
+    assert dict(model.ir.inference.options)["predictive"] == "mixture"
+    args = build_parser().parse_args(["run", "m.msml", "--method", "laplace", "--predictive", "mixture"])
+    assert args.predictive == "mixture"
+    with pytest.raises(ValueError, match="predictive"):      # checked before the model is built
         model.run(predictive="mean")

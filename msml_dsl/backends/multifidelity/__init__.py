@@ -23,7 +23,11 @@ def run_fidelity(ir, device: str = "cpu", method: str = "map", options: dict | N
                  progress: Callable | None = None, source: str | None = None) -> FidelityFit:
     """Fit the hyperparameters (``map``, ``laplace``: integrated by importance sampling, or ``nuts``)
     and return the fit."""
-    from msml_dsl.backends.multifidelity.inference import fit
+    from msml_dsl.backends.multifidelity.inference import PREDICTIVES, fit
+
+    predictive = (options or {}).get("predictive")
+    if method == "laplace" and predictive is not None and predictive not in PREDICTIVES:
+        raise ValueError(f"predictive={predictive!r}: use one of {', '.join(PREDICTIVES)}")
     from msml_dsl.backends.multifidelity.model import FidelityModel
 
     from msml_dsl.backends.multifidelity.model import few_threads
