@@ -363,7 +363,7 @@ class Fit(_UnknownTermReports):
         from msml_dsl.diagnostics.function_checks import unidentified_functions
 
         settings = self.sample.settings
-        functions = unidentified_functions(self.model.ir, self.sample.parameters)   # network terms
+        functions = unidentified_functions(self.model.ir, self.sample.parameters)   # networks, horseshoe libraries
         if settings["method"] == "nuts":
             found = check_convergence(self.to_arviz(), max_tree_depth=int(settings["max_tree_depth"]),
                                       functions=functions)

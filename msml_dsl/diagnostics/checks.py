@@ -22,6 +22,10 @@ I102    no_sample_stats     info      sample_stats group (or a statistic the
 I103    network_function    info      a network term's weights are not judged
                                       (not identified); its values on an input
                                       grid are, in W101-W103
+I104    library_function    info      a horseshoe library's scales and z_k are
+                                      not judged (weakly identified by design);
+                                      its coefficients and its values on an
+                                      input grid are, in W101-W103
 ======  ==================  ========  ==============================================
 """
 
@@ -52,6 +56,7 @@ CODES: dict[str, str] = {
     "I101": "single_chain",
     "I102": "no_sample_stats",
     "I103": "network_function",
+    "I104": "library_function",
 }
 
 EBFMI_THRESHOLD = 0.3
@@ -120,9 +125,12 @@ def check_convergence(
 ) -> list[DiagnosticWarning]:
     """Run all checks on ``data`` (InferenceData or DataTree from the adapter).
 
-    ``functions``: FunctionDiagnostics of network terms (function_checks.py). Their weights are
-    left out of the R-hat and ESS checks (not identified: hidden units swap and flip sign) and the
-    term's values on its input grid are checked instead, as ``name(point k)``; an info (I103) says so.
+    ``functions``: FunctionDiagnostics of network terms and horseshoe libraries (function_checks.py).
+    A network's weights are left out of the R-hat and ESS checks (not identified: hidden units swap
+    and flip sign) and the term's values on its input grid are checked instead, as ``name(point k)``;
+    an info (I103) says so. A horseshoe library's tau, lambda_k, slab and z_k are left out (weakly
+    identified by design) and its coefficients ``name[candidate]`` and values on the grid checked
+    instead; an info (I104) says so and gives the left-out parameters' largest R-hat.
 
     Returns warnings in a stable order (W1xx, then W2xx, then infos).
     """
@@ -135,11 +143,31 @@ def check_convergence(
         """Drop the weights of network terms; add their functions' values on the grid."""
         kept = {k: v for k, v in values.items() if k.split("[", 1)[0] not in skipped}
         for f in functions:
-            for i, v in enumerate(getattr(f, kind)):
-                kept[f"{f.name}(point {i + 1})"] = float(v)
+            for label, v in zip(f.column_labels, getattr(f, kind)):
+                kept[label] = float(v)
         return kept
 
+    latent_rhat = _finite(_ad.rhat(data)) if n_chains >= 2 and any(f.kind == "library" for f in functions) else {}
     for f in functions:
+        if f.kind == "library":
+            own = {k: v for k, v in latent_rhat.items() if k.split("[", 1)[0] in f.parameters}
+            worst = max(own.items(), key=lambda kv: kv[1]) if own else None
+            infos.append(
+                DiagnosticWarning(
+                    "I104",
+                    f"R-hat and ESS of {', '.join(f.parameters)} are not judged"
+                    + (f" (largest R-hat {worst[1]:.3f}, {worst[0]})" if worst else "")
+                    + ": a horseshoe's scales are weakly identified by design (a spurious candidate's "
+                    "coefficient stays near zero whatever its local scale, and tau trades off against "
+                    f"the local scales). Judged instead: the {f.n_coefficients} coefficients of '{f.name}' "
+                    f"and its values at {len(f.points)} input points spanning the data (max R-hat "
+                    f"{f.max_rhat:.3f}, min bulk ESS {f.min_ess_bulk:.0f}, min tail ESS {f.min_ess_tail:.0f}).",
+                    "Nothing to do if the coefficients' and the function's R-hat and ESS pass; read the "
+                    "identified equation, not tau and lambda.",
+                    "info",
+                )
+            )
+            continue
         infos.append(
             DiagnosticWarning(
                 "I103",

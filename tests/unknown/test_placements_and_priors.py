@@ -102,6 +102,10 @@ def test_regularised_horseshoe_nuts_recovers_the_rate_law(decay_data):
     assert np.max(np.abs(values + 0.5 * grid)) < 0.03 * 0.5 * 2.0   # within 3 % of the largest rate
     identified = {c.label: c for c in fit.identified()[0].candidates}
     assert identified["x"].inclusion > 0.9 and identified["x^3"].inclusion < 0.5
+    # the horseshoe's scales are judged through the coefficients and the function (I104)
+    found = {w.code: w for w in fit.warnings()}
+    assert "I104" in found and "f_lambda" in found["I104"].message
+    assert "W101" not in found or "f_lambda" not in found["W101"].message
 
 
 def test_sparsity_option_errors(decay_data):
