@@ -17,6 +17,8 @@
     python benchmarks/multifidelity.py --forrester-seeds    # Forrester laplace over seeds, both amplitude priors
     python benchmarks/multifidelity.py --forrester-designs 1 2 3      # other designs (below); Emukit too with
                                                                       # --emukit-only --forrester-designs ...
+    python benchmarks/multifidelity.py --prior-candidates 0 4 -1      # default priors of link terms compared
+                                                                      # (designs; -1: the nonlinear pair)
 
 Other Forrester designs (``forrester_design``): design s has 11 low points from a Latin hypercube
 (scipy, seed s) and 4 high points among them (numpy default_rng(s)); the book's design is s = 0.
@@ -104,8 +106,8 @@ def forrester_design(seed: int) -> Path:
 
 
 def forrester_designs(seeds, emukit_only: bool) -> None:
-    """The Forrester benchmark on other designs: msml's default (laplace: linearised predictive),
-    its mixture predictive and MAP, or Emukit (in its own environment)."""
+    """The Forrester benchmark on other designs: msml's default (laplace: the mixture predictive),
+    its linearised predictive (the MAP's mean), or Emukit (in its own environment)."""
     x = np.linspace(0, 1, 1000)
     text = (MODELS / "forrester" / "model.msml").read_text()
     for seed in seeds:
@@ -115,10 +117,10 @@ def forrester_designs(seeds, emukit_only: bool) -> None:
             row(f"design {seed}: Emukit", emu, t)
             continue
         fit, t = timed(lambda: compile_source(text, "design.msml", device="cpu", base_dir=folder).run())
-        row(f"design {seed}: msml laplace (linearised)", fit.evaluate(x, forrester_high(x)), t)
+        row(f"design {seed}: msml laplace (mixture)", fit.evaluate(x, forrester_high(x)), t)
         options = fit.state.options
-        fit.state.options = {**options, "predictive": "mixture"}
-        row(f"design {seed}: msml laplace (mixture)", fit.evaluate(x, forrester_high(x)), 0.0)
+        fit.state.options = {**options, "predictive": "linearised"}
+        row(f"design {seed}: msml laplace (linearised)", fit.evaluate(x, forrester_high(x)), 0.0)
         fit.state.options = options
 
 
@@ -185,7 +187,57 @@ def forrester_seeds() -> None:
             row(f"{label}, seed {seed}, {draws} draws", fit.evaluate(x, forrester_high(x)), t)
 
 
+# Default priors of link terms compared by --prior-candidates (docs/fidelity.md): module settings of
+# msml_dsl.ir.fidelity, or a replacement of the delta line of models/forrester/model.msml.
+PRIOR_CANDIDATES = {
+    "trend": {"LINK_TREND_RELATIVE": 1.0},                                # the default
+    "no-trend": {"LINK_TREND_RELATIVE": 0.0},                             # the former default
+    "no-trend, flat amplitude": {"LINK_TREND_RELATIVE": 0.0, "amplitude": "HalfNormal(10000)"},
+    "no-trend, amplitude per lengthscale": {"LINK_TREND_RELATIVE": 0.0, "LINK_AMPLITUDE_PER_LENGTHSCALE": True},
+    "trend x 10": {"LINK_TREND_RELATIVE": 10.0},
+    "trend in NARGP levels too": {"LINK_TREND_RELATIVE": 1.0, "LINK_TREND_ON_LEVEL_INPUTS": True},
+}
+
+
+def prior_candidates(names, seeds) -> None:
+    """Forrester designs and the nonlinear pair under each candidate default for link terms:
+    RMSE / coverage of the mixture and the linearised predictive (laplace, 800 draws)."""
+    import msml_dsl.ir.fidelity as F
+
+    saved = {k: getattr(F, k) for k in ("LINK_TREND_RELATIVE", "LINK_AMPLITUDE_PER_LENGTHSCALE",
+                                        "LINK_TREND_ON_LEVEL_INPUTS")}
+    x = np.linspace(0, 1, 1000)
+    test = pd.read_csv(MODELS / "nonlinear_mf" / "test.csv")
+    for name in names:
+        settings = dict(PRIOR_CANDIDATES[name])
+        amplitude = settings.pop("amplitude", None)
+        for k, v in {**saved, **settings}.items():
+            setattr(F, k, v)
+        for seed in seeds:
+            folder, path = (forrester_design(seed), MODELS / "forrester") if seed >= 0 else (
+                MODELS / "nonlinear_mf", MODELS / "nonlinear_mf")
+            text = (path / "model.msml").read_text()
+            if amplitude:
+                text = text.replace("unknown delta(x) : gp(kernel=rbf)",
+                                    f"unknown delta(x) : gp(kernel=rbf, amplitude={amplitude})")
+            fit, t = timed(lambda: compile_source(text, "c.msml", device="cpu", base_dir=folder).run(draws=800))
+            X, truth = (x, forrester_high(x)) if seed >= 0 else (test.x.values, test.y.values)
+            label = f"design {seed}" if seed >= 0 else "nonlinear pair"
+            row(f"{name}, {label}, mixture", fit.evaluate(X, truth), t)
+            if fit.problem.scheme == "joint":
+                options = fit.state.options
+                fit.state.options = {**options, "predictive": "linearised"}
+                row(f"{name}, {label}, linearised", fit.evaluate(X, truth), 0.0)
+                fit.state.options = options
+    for k, v in saved.items():
+        setattr(F, k, v)
+
+
 def main() -> None:
+    if "--prior-candidates" in sys.argv:      # --prior-candidates [designs ...; -1: the nonlinear pair]
+        seeds = [int(a) for a in sys.argv[sys.argv.index("--prior-candidates") + 1:] if a.lstrip("-").isdigit()]
+        prior_candidates(list(PRIOR_CANDIDATES), seeds or [0, 1, 3, 4, 5, 6, 7, 8, -1])
+        return
     if "--forrester-designs" in sys.argv:
         seeds = [int(a) for a in sys.argv[sys.argv.index("--forrester-designs") + 1:] if a.isdigit()]
         forrester_designs(seeds or [0, 1, 2, 3], "--emukit-only" in sys.argv)

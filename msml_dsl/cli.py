@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE", dest="solver_option",
                        help="PDE models with solver pinn: override an option of solver pinn(...), e.g. "
                             "--solver-option adam_steps=500 (repeatable)")
-    p_run.add_argument("--predictive", choices=["linearised", "mixture"],
-                       help="models with fidelity levels, --method laplace: predictions by the linearised Laplace "
-                            "predictive (the default: the mean at the MAP) or by mixing the importance-sampled draws")
+    p_run.add_argument("--predictive", choices=["mixture", "linearised"],
+                       help="models with fidelity levels, --method laplace: predictions by mixing the importance-sampled "
+                            "draws (the default) or by the linearised Laplace predictive (the mean at the MAP)")
     p_run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p_run.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine: competing threads "
                                                    "can run ten times slower)")

@@ -42,6 +42,21 @@ DEFAULT_LENGTHSCALE = ("LogNormal", (0.0, 2.0))
 DEFAULT_AMPLITUDE_FACTOR = 10.0     # terms of a link
 DEFAULT_LINK_AMPLITUDE = "HalfNormal"  # the family of a link term's amplitude prior
 DEFAULT_BASE_AMPLITUDE_FACTOR = 2.0  # terms of a level without lower levels
+#: A GP term of a link (a discrepancy; not periodic; not in a level that maps a lower level through a
+#: term, g(low, x), whose dependence on the coordinates g already models) has a linear trend
+#: in its scaled inputs besides the stationary kernel: g(z) = b0 + b.(z - 1/2) + GP, the
+#: coefficients Normal(0, s^2) and integrated out (a kernel term s^2 (1 + (z - 1/2).(z' - 1/2))), s
+#: = LINK_TREND_RELATIVE x the scale of the term's amplitude prior (default 10 x rms): the regression
+#: mean of Kennedy & O'Hagan's discrepancy with a vague prior. A discrepancy is often a trend
+#: (Forrester's is linear), which a stationary kernel alone can only make at a lengthscale beyond the
+#: range with an amplitude that grows with it. Measured against other defaults in docs/fidelity.md.
+LINK_TREND_RELATIVE = 1.0
+LINK_TREND_ON_LEVEL_INPUTS = False      # NARGP levels, g(low, x) + delta(x): no trend (docs/fidelity.md)
+#: Rejected alternative (kept for benchmarks/multifidelity.py --prior-candidates): the scale of a
+#: link term's amplitude prior grows with its lengthscale, factor x rms x sqrt(1 + ell^2) (ARD:
+#: 1 / sqrt(sum_j 1 / (1 + ell_j^2))), bounding the variation over the domain rather than the sd.
+LINK_AMPLITUDE_PER_LENGTHSCALE = False
+BASE_AMPLITUDE_PER_LENGTHSCALE = False
 SCHEMES = ("auto", "joint", "recursive")
 
 
@@ -67,6 +82,7 @@ class Term:
     hidden: tuple[int, ...] = (16, 16)         # mlp
     activation: str = "tanh"                   # mlp
     parameters: tuple[str, ...] = ()           # latent parameters: amplitude, lengthscale | weights
+    trend: float = 0.0                         # gp: sd of the coefficients of a linear trend added to the kernel
 
 
 @dataclass(frozen=True)
@@ -148,7 +164,8 @@ class FidelityProblem:
                         "terms": list(lv.terms), "linear": lv.linear, "stochastic": lv.stochastic,
                         "data": [{"name": d.name, "rows": int(d.values.size), "noise": expr(d.noise)}
                                  for d in lv.data]} for lv in self.levels],
-            "terms": {t.name: {"kind": t.kind, "kernel": t.kernel, "parameters": list(t.parameters)}
+            "terms": {t.name: {"kind": t.kind, "kernel": t.kernel, "parameters": list(t.parameters),
+                               "trend": t.trend}
                       for t in self.terms.values()},
             "simulations": [{"symbol": str(s.symbol), "output": expr(s.output), "steps": s.steps,
                              "method": s.method, "rtol": s.rtol, "atol": s.atol, "model": s.source,
@@ -357,12 +374,21 @@ def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tupl
                 kernel = str(opts.get("kernel", "rbf"))
                 names = (f"{name}_amplitude", f"{name}_lengthscale")
                 factor = DEFAULT_AMPLITUDE_FACTOR if lv.lower else DEFAULT_BASE_AMPLITUDE_FACTOR
-                extra_params.append(_latent(LatentParameter, names[0], (), priors.get("amplitude"),
-                                            (DEFAULT_LINK_AMPLITUDE if lv.lower else "HalfNormal",
-                                             (factor * ref,)), symbolic))
-                extra_params.append(_latent(LatentParameter, names[1], () if k == 1 else (k,),
-                                            priors.get("lengthscale"), DEFAULT_LENGTHSCALE, symbolic))
-                terms[name] = Term(name, "gp", k, kernel, opts.get("period"), parameters=names)
+                ell = _latent(LatentParameter, names[1], () if k == 1 else (k,), priors.get("lengthscale"),
+                              DEFAULT_LENGTHSCALE, symbolic)
+                scale = sympy.Float(factor * ref)
+                if LINK_AMPLITUDE_PER_LENGTHSCALE if lv.lower else BASE_AMPLITUDE_PER_LENGTHSCALE:
+                    scale = scale / sympy.sqrt(sum(1 / (1 + e ** 2) for e in ell.elements))
+                amp = _latent(LatentParameter, names[0], (), priors.get("amplitude"),
+                              (DEFAULT_LINK_AMPLITUDE if lv.lower else "HalfNormal", (scale,)), symbolic)
+                # a prior that depends on the lengthscale follows it (priors are evaluated in order)
+                extra_params += [ell, amp] if amp.args[0].free_symbols else [amp, ell]
+                # a level with a map of a lower level, g(low, x) (NARGP): no trend in any of its terms
+                on_levels = any(any(i not in coords for i in unknowns[type(c).__name__].inputs)
+                                for c in term_calls(expressions[lv.name], unknowns))
+                trend = LINK_TREND_RELATIVE * _scale_of(amp) if (lv.lower and kernel != "periodic" and (
+                    LINK_TREND_ON_LEVEL_INPUTS or not on_levels) and opts.get("trend", True)) else 0.0
+                terms[name] = Term(name, "gp", k, kernel, opts.get("period"), parameters=names, trend=trend)
             else:
                 hidden = tuple(opts.get("hidden", (16, 16)))
                 sizes = [k, *hidden, 1]
@@ -440,13 +466,27 @@ def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tupl
     return problem, params + extra_params
 
 
+def _scale_of(amplitude) -> float:
+    """The sd of a link term's trend coefficients: the scale of its amplitude prior (the default
+    HalfNormal(10 x rms), or the file's: HalfNormal/HalfCauchy scale, 1 / rate of an Exponential,
+    the median of a LogNormal, the mean of a Gamma), so a file that bounds its discrepancy bounds
+    the trend alike."""
+    try:
+        a = [float(v) for v in amplitude.args]
+    except TypeError:                       # a scale that depends on another parameter: its factor
+        return float(amplitude.args[0].as_coeff_Mul()[0])
+    scale = {"HalfNormal": lambda: a[0], "HalfCauchy": lambda: a[0], "Exponential": lambda: 1 / a[0],
+             "LogNormal": lambda: math.exp(a[0]), "Gamma": lambda: a[0] / a[1]}.get(amplitude.distribution)
+    return float(scale()) if scale else 0.0
+
+
 def _latent(cls, name, shape, call, default, symbolic):
     """A hyperparameter as a LatentParameter: the prior the file gives (``lengthscale=...``) or the default."""
     from msml_dsl.syntax.evaluate import evaluate
 
     if call is None:
         dist, args = default
-        args = tuple(sympy.Float(a) for a in args)
+        args = tuple(a if isinstance(a, sympy.Expr) and a.free_symbols else sympy.Float(a) for a in args)
     else:
         dist = call.func.id
         args = tuple(sympy.Float(float(evaluate(a, symbolic.checked.constants))) for a in call.args)

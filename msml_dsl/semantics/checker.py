@@ -32,7 +32,7 @@ INFER_OPTIONS: dict[str, dict[str, type]] = {
               "init": str, "thin": int},
 }
 METRICS = ("auto", "diag", "dense")
-FIDELITY_PREDICTIVES = ("linearised", "mixture")   # infer laplace(predictive=...) of a fidelity model
+FIDELITY_PREDICTIVES = ("mixture", "linearised")   # infer laplace(predictive=...) of a fidelity model
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "sin", "gelu", "softplus", "silu", "elu")
 KERNELS = ("rbf", "matern32", "matern52", "periodic")
 REPRESENTATIONS = {"field": ("mlp",), "unknown": ("mlp", "gp", "library")}
@@ -43,7 +43,7 @@ INITS = ("map", "prior", "uniform", "derivatives")
 _LATER: dict = {}
 MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution", "output_scale": float}
 GP_OPTIONS = {"kernel": str, "basis": "ints", "lengthscale": "distribution", "amplitude": "distribution",
-              "period": float, "boundary_factor": float}
+              "period": float, "boundary_factor": float, "trend": bool}   # trend: fidelity discrepancies
 LIBRARY_OPTIONS = {"sparsity": "call", "threshold": float, "constant": bool}
 LIBRARY_GROUPS = ("poly", "fourier")
 SPARSITY_PRIORS = {"horseshoe": 1, "laplace": 1, "spike_slab": 2, "normal": 1}

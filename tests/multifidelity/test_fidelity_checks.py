@@ -106,7 +106,8 @@ def test_fast_priors_match_the_pyro_backend(folder):
 
 
 def test_the_joint_likelihood_is_the_kennedy_ohagan_gaussian(folder):
-    """log N(y; 0, C) with C from the AR(1) covariance written out by hand."""
+    """log N(y; 0, C) with C from the AR(1) covariance written out by hand (the discrepancy with its
+    default linear trend)."""
     from msml_dsl.backends.multifidelity.inference import data_rows
     from msml_dsl.backends.multifidelity.model import Block, FidelityModel
 
@@ -125,8 +126,11 @@ def test_the_joint_likelihood_is_the_kennedy_ohagan_gaussian(folder):
         return amp ** 2 * np.exp(-0.5 * ((a[:, None] - b[None, :]) / ell) ** 2)
 
     rho, s = 0.7, 0.05
+    b = model.problem.terms["delta"].trend           # the discrepancy's linear trend, integrated out
+    assert b > 0
+    trend = b ** 2 * (1 + (xh[:, None] - 0.5) * (xh[None, :] - 0.5))
     C = np.block([[k(xl, xl, 1.3, 0.4), rho * k(xl, xh, 1.3, 0.4)],
-                  [rho * k(xh, xl, 1.3, 0.4), rho ** 2 * k(xh, xh, 1.3, 0.4) + k(xh, xh, 0.6, 0.9)]])
+                  [rho * k(xh, xl, 1.3, 0.4), rho ** 2 * k(xh, xh, 1.3, 0.4) + k(xh, xh, 0.6, 0.9) + trend]])
     C_noise = C + np.eye(len(y)) * (s ** 2 + 1e-8 * np.mean(np.diag(C)) + 1e-12)
     sign, logdet = np.linalg.slogdet(C_noise)
     want = -0.5 * y @ np.linalg.solve(C_noise, y) - 0.5 * logdet - 0.5 * len(y) * math.log(2 * math.pi)

@@ -1,6 +1,6 @@
-"""laplace's default predictive in the joint scheme: linearised Laplace (MacKay 1992). The mean is
-the MAP's, the variance the MAP's plus J Sigma J^T (Sigma the hyperparameters' Laplace covariance);
-``predictive="mixture"`` mixes the importance-sampled draws instead."""
+"""laplace's linearised predictive in the joint scheme (``predictive="linearised"``; MacKay 1992): the
+mean is the MAP's, the variance the MAP's plus J Sigma J^T (Sigma the hyperparameters' Laplace
+covariance); the default ``mixture`` mixes the importance-sampled draws instead."""
 
 import numpy as np
 import pytest
@@ -32,7 +32,7 @@ def fits(tmp_path_factory):
     (d / "low.csv").write_text("x,y\n" + "".join(f"{a},{np.sin(6 * a)}\n" for a in xl))
     (d / "high.csv").write_text("x,y\n" + "".join(f"{a},{1.5 * np.sin(6 * a) + a}\n" for a in xh))
     model = compile_source(TWO, "two.msml", device="cpu", base_dir=d)
-    return model.run(method="map"), model.run(), model
+    return model.run(method="map"), model.run(predictive="linearised"), model
 
 
 def test_linearised_moments_are_the_map_mean_and_a_delta_method_variance():
@@ -46,7 +46,7 @@ def test_linearised_moments_are_the_map_mean_and_a_delta_method_variance():
 
 
 @pytest.mark.slow
-def test_default_laplace_predicts_the_map_mean_with_wider_bands(fits):
+def test_linearised_laplace_predicts_the_map_mean_with_wider_bands(fits):
     map_fit, lin, _ = fits
     x = np.linspace(0, 1, 41)
     p_map, p_lin = map_fit.predict(x), lin.predict(x)
@@ -65,7 +65,7 @@ def test_mixture_predictive_and_bad_option(fits):
     x = np.linspace(0, 1, 21)
     m_lin = lin.predict(x).mean
     options = lin.state.options
-    lin.state.options = {**options, "predictive": "mixture"}       # the same draws, mixed
+    lin.state.options = {k: v for k, v in options.items() if k != "predictive"}   # the default: mixed draws
     try:
         assert not lin.state.linearised
         assert not np.allclose(lin.predict(x).mean, m_lin, atol=1e-8)
@@ -78,10 +78,10 @@ def test_predictive_is_an_option_of_the_file_and_the_command_line(tmp_path):
 
     for name in ("low.csv", "high.csv"):
         (tmp_path / name).write_text("x,y\n0.1,1.0\n0.5,2.0\n")
-    model = compile_source(TWO.replace("max_iter=200)", "max_iter=200, predictive=mixture)"), "two.msml",
+    model = compile_source(TWO.replace("max_iter=200)", "max_iter=200, predictive=linearised)"), "two.msml",
                            device="cpu", base_dir=tmp_path)
-    assert dict(model.ir.inference.options)["predictive"] == "mixture"
-    args = build_parser().parse_args(["run", "m.msml", "--method", "laplace", "--predictive", "mixture"])
-    assert args.predictive == "mixture"
+    assert dict(model.ir.inference.options)["predictive"] == "linearised"
+    args = build_parser().parse_args(["run", "m.msml", "--method", "laplace", "--predictive", "linearised"])
+    assert args.predictive == "linearised"
     with pytest.raises(ValueError, match="predictive"):      # checked before the model is built
         model.run(predictive="mean")

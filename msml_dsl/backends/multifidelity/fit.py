@@ -269,6 +269,10 @@ class FidelityFit:
             solve = (f"{sim.method} at rtol {sim.rtol:g}, read on {sim.steps} intervals" if sim.method in
                      ("rk45", "stiff", "auto") else f"{sim.steps} {sim.method} steps")
             lines.append(f"  {sim.symbol.name}: {what}, {solve} over {sim.time.name} in [{sim.t0:g}, {sim.t1:g}]")
+        for t in p.terms.values():
+            if t.trend:
+                lines.append(f"  {t.name}: a {t.kernel} GP plus a linear trend in its scaled inputs (coefficients "
+                             f"Normal(0, {t.trend:.4g}^2), integrated out)")
         lines.append("")
         params = self.parameters()
         if self.method == "map":

@@ -17,11 +17,11 @@ import torch
 from msml_dsl.backends.multifidelity.model import DTYPE, Block, FidelityModel, Rows, covariance
 
 DEFAULTS = {"map": {"seed": 1, "starts": 8, "max_iter": 1000},
-            "laplace": {"seed": 1, "starts": 8, "max_iter": 1000, "draws": 2000, "predictive": "linearised"},
+            "laplace": {"seed": 1, "starts": 8, "max_iter": 1000, "draws": 2000, "predictive": "mixture"},
             "nuts": {"seed": 1, "chains": 4, "warmup": 500, "draws": 500, "target_accept": 0.8,
                      "max_tree_depth": 10, "metric": "diag", "thin": 1}}
 PREDICTION_DRAWS = 64      # posterior draws (NUTS) used for predictions
-PREDICTIVES = ("linearised", "mixture")   # laplace predictions in the joint scheme (see FitState.linearised)
+PREDICTIVES = ("mixture", "linearised")   # laplace predictions in the joint scheme (see FitState.linearised)
 LINEARISATION_STEP = 0.1   # central differences at a tenth of a posterior sd along each principal axis
 
 
@@ -353,11 +353,11 @@ class FitState:
     # ------------------------------------------------------------------ helpers
     @property
     def linearised(self) -> bool:
-        """laplace in the joint scheme with the default predictive: the mean at the MAP, the variance
-        widened by the hyperparameters' Laplace covariance (``linearised``); ``mixture`` mixes the
+        """laplace in the joint scheme with ``predictive="linearised"``: the mean at the MAP, the variance
+        widened by the hyperparameters' Laplace covariance; the default ``mixture`` mixes the
         importance-sampled draws instead (the recursive scheme always does)."""
         return (self.method == "laplace" and self.model.problem.scheme == "joint"
-                and self.options.get("predictive", "linearised") == "linearised")
+                and self.options.get("predictive", "mixture") == "linearised")
 
     def block_of(self, level: str) -> BlockFit | None:
         return next((b for b in self.blocks if level in b.levels), None)

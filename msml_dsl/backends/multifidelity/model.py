@@ -82,30 +82,38 @@ def mlp_forward(x: torch.Tensor, w: torch.Tensor, sizes: list[int], activation: 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _closed_form(dist: str, a: list[float]):
-    """log density of a prior with constant arguments as a torch function, or None."""
+def _log(a):
+    return torch.log(a) if torch.is_tensor(a) else math.log(a)
+
+
+def _closed_form(dist: str, a: list):
+    """log density of a prior as a torch function, or None; the arguments are numbers or (for a
+    scale that depends on another parameter, see ``FastParameters``) tensors."""
     if dist == "Normal":
         m, s = a
-        return lambda v: -0.5 * ((v - m) / s) ** 2 - math.log(s) - _LOG_SQRT_2PI
+        return lambda v: -0.5 * ((v - m) / s) ** 2 - _log(s) - _LOG_SQRT_2PI
     if dist == "HalfNormal":
         (s,) = a
-        return lambda v: -0.5 * (v / s) ** 2 - math.log(s) - _LOG_SQRT_2PI + math.log(2)
+        return lambda v: -0.5 * (v / s) ** 2 - _log(s) - _LOG_SQRT_2PI + math.log(2)
     if dist == "LogNormal":
         m, s = a
-        return lambda v: -0.5 * ((torch.log(v) - m) / s) ** 2 - math.log(s) - _LOG_SQRT_2PI - torch.log(v)
+        return lambda v: -0.5 * ((torch.log(v) - m) / s) ** 2 - _log(s) - _LOG_SQRT_2PI - torch.log(v)
     if dist == "Exponential":
         (r,) = a
-        return lambda v: math.log(r) - r * v
+        return lambda v: _log(r) - r * v
     if dist == "HalfCauchy":
         (s,) = a
-        return lambda v: math.log(2 / (math.pi * s)) - torch.log1p((v / s) ** 2)
+        return lambda v: math.log(2 / math.pi) - _log(s) - torch.log1p((v / s) ** 2)
     if dist == "Cauchy":
         m, s = a
-        return lambda v: -math.log(math.pi * s) - torch.log1p(((v - m) / s) ** 2)
-    if dist == "Gamma":
+        return lambda v: -math.log(math.pi) - _log(s) - torch.log1p(((v - m) / s) ** 2)
+    if dist == "Gamma" and not any(torch.is_tensor(x) for x in a):
         k, r = a
         return lambda v: k * math.log(r) - math.lgamma(k) + (k - 1) * torch.log(v) - r * v
     return None
+
+
+DEPENDENT = ("Normal", "HalfNormal", "LogNormal", "Exponential", "HalfCauchy", "Cauchy")
 
 
 class FastParameters:
@@ -120,15 +128,26 @@ class FastParameters:
         self.physical = physical
         self.fast = []
         self.slow = False
+        earlier: set = set()
         for p in physical.parameters:
             const = all(not a.free_symbols for a in p.args)
             logp = _closed_form(p.distribution, [float(a) for a in p.args]) if const and not p.truncated else None
+            args = None
+            if (not const and not p.truncated and p.distribution in DEPENDENT and not p.shape
+                    and set().union(*(a.free_symbols for a in p.args)) <= earlier):
+                # arguments that are expressions of earlier scalar or vector elements (the default
+                # amplitude of a link term scales with its lengthscale: lower_fidelity)
+                syms = sorted(set().union(*(a.free_symbols for a in p.args)), key=lambda q: q.name)
+                fn = sympy.lambdify(syms, list(p.args), modules=[TORCH_FUNCTIONS, "math"], dummify=True)
+                args = (fn, [q.name for q in syms])
+                logp = True
             if logp is None:
                 self.slow = True
                 break
             positive = p.distribution in ("HalfNormal", "LogNormal", "Exponential", "HalfCauchy", "Gamma")
             off, size = physical.offsets[p.name]
-            self.fast.append((p, off, size, positive, logp))
+            self.fast.append((p, off, size, positive, logp, args))
+            earlier.update(p.elements)
 
     def transform(self, z: torch.Tensor):
         """z (D,) -> (values by parameter, values by element name, log prior + log|J|)."""
@@ -138,13 +157,16 @@ class FastParameters:
                     (log_det + log_prior)[0])
         values, elements = {}, {}
         total = torch.zeros((), dtype=DTYPE, device=z.device)
-        for p, off, size, positive, logp in self.fast:
+        for p, off, size, positive, logp, args in self.fast:
             u = z[off:off + size] if p.shape else z[off]
             if positive:
                 v = torch.exp(u)
                 total = total + u.sum()
             else:
                 v = u
+            if args is not None:
+                fn, names = args
+                logp = _closed_form(p.distribution, fn(*[elements[n] for n in names]))
             total = total + logp(v).sum()
             values[p.name] = v
             if p.shape:
@@ -522,14 +544,22 @@ def covariance(model: FidelityModel, inst_a: list, rows_a: list, n_a: int,
             continue
         cb, zb, rb = gb[term]
         kind, ell, amp, period = model.hyper(term)
+        trend = model.problem.terms[term].trend
         if diag and ra is None:
-            out = out + ca * ca * kernel(kind, za, za, ell, amp, period, diag=True)
-        elif diag:
-            full = ca[:, None] * kernel(kind, za, za, ell, amp, period) * ca[None, :]
-            out = out + torch.diagonal(_scatter(full, ra, ra, n_a, n_a))
+            k = kernel(kind, za, za, ell, amp, period, diag=True)
+            if trend:
+                k = k + trend ** 2 * (1 + ((za - 0.5) ** 2).sum(-1))
+            out = out + ca * ca * k
         else:
-            full = ca[:, None] * kernel(kind, za, zb, ell, amp, period) * cb[None, :]
-            out = out + _scatter(full, ra, rb, n_a, n_b)
+            zb_ = za if diag else zb
+            k = kernel(kind, za, zb_, ell, amp, period)
+            if trend:   # a linear trend with Normal(0, trend^2) coefficients, integrated out
+                k = k + trend ** 2 * (1 + (za - 0.5) @ (zb_ - 0.5).T)
+            full = ca[:, None] * k * (ca if diag else cb)[None, :]
+            if diag:
+                out = out + torch.diagonal(_scatter(full, ra, ra, n_a, n_a))
+            else:
+                out = out + _scatter(full, ra, rb, n_a, n_b)
     return out
 
 
