@@ -157,9 +157,10 @@ def check_convergence(
                     "I104",
                     f"R-hat and ESS of {', '.join(f.parameters)} are not judged"
                     + (f" (largest R-hat {worst[1]:.3f}, {worst[0]})" if worst else "")
-                    + ": a horseshoe's scales are weakly identified by design (a spurious candidate's "
-                    "coefficient stays near zero whatever its local scale, and tau trades off against "
-                    f"the local scales). Judged instead: the {f.n_coefficients} coefficients of '{f.name}' "
+                    + ": a horseshoe's latent parameters are weakly identified by design (the data pin each "
+                    "coefficient, a product of tau, lambda_k and z_k, not the factors: a spurious candidate's "
+                    "coefficient stays near zero whatever its local scale, a kept one's z_k and lambda_k trade "
+                    f"off along a ridge). Judged instead: the {f.n_coefficients} coefficients of '{f.name}' "
                     f"and its values at {len(f.points)} input points spanning the data (max R-hat "
                     f"{f.max_rhat:.3f}, min bulk ESS {f.min_ess_bulk:.0f}, min tail ESS {f.min_ess_tail:.0f}).",
                     "Nothing to do if the coefficients' and the function's R-hat and ESS pass; read the "

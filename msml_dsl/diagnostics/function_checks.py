@@ -8,9 +8,11 @@ inputs spanning the data (5 points per input, at most 25 points), per (chain, dr
 
 A horseshoe library's scales are weakly identified by design: a spurious candidate's coefficient
 stays near zero whether its local scale lambda_k is small or large (the prior is a HalfCauchy with
-no data to pin it), and tau trades off against the lambda_k; the z_k depend on the scales. Chains
+no data to pin it), tau trades off against the lambda_k, and a kept candidate's z_k and lambda_k
+move along the ridge where their product with tau is the coefficient the data pin. Chains
 can agree on every coefficient and on the function while their R-hat over tau and lambda stays
-above 1.01. So for a horseshoe library the coefficients c_k (``name[candidate]``) and the term's
+above 1.01 (Lotka-Volterra, 4 x 400 draws: z_1 1.013, lambda_1 1.012, coefficients <= 1.005,
+function 1.003). So for a horseshoe library the coefficients c_k (``name[candidate]``) and the term's
 values on the grid are judged instead of tau, lambda_k, the slab and z_k.
 
 >>> # stats = function_diagnostics(term, fit.posterior); stats.max_rhat, stats.min_ess_bulk
