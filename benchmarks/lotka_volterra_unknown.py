@@ -52,6 +52,7 @@ ALPHA, BETA, DELTA, GAMMA, H0, L0 = _sim.ALPHA, _sim.BETA, _sim.DELTA, _sim.GAMM
 OBSERVED_UNTIL, truth = _sim.OBSERVED_UNTIL, _sim.truth
 
 FILES = {"library": "model.msml", "network": "network.msml"}
+SAVE = None  # --save: an .npz of the posterior draws and sampler statistics
 
 
 def learned_term_error(term, draws: dict) -> dict:
@@ -108,9 +109,28 @@ def sampler_health(fit) -> dict:
     depth_limit = int(fit.sample.settings.get("max_tree_depth", 10))
     idata = fit.to_arviz()
     summary = az.summary(idata, var_names=[p.name for p in fit.model.ir.parameters], kind="diagnostics")
-    return {"divergent": float(np.mean(s["diverging"])), "at_depth_limit": float(np.mean(s["tree_depth"] >= depth_limit)),
-            "mean_leapfrog": float(np.mean(s.get("n_steps", s.get("n_leapfrog", np.array([np.nan]))))),
-            "max_rhat": float(summary["r_hat"].max()), "min_ess_bulk": float(summary["ess_bulk"].min())}
+    out = {"divergent": float(np.mean(s["diverging"])), "at_depth_limit": float(np.mean(s["tree_depth"] >= depth_limit)),
+           "mean_leapfrog": float(np.mean(s.get("n_steps", s.get("n_leapfrog", np.array([np.nan]))))),
+           "max_rhat": float(summary["r_hat"].max()), "max_rhat_at": str(summary["r_hat"].idxmax()),
+           "min_ess_bulk": float(summary["ess_bulk"].min()), "min_ess_at": str(summary["ess_bulk"].idxmin()),
+           "worst": summary.sort_values("r_hat", ascending=False).head(8).to_string()}
+    try:  # the unknown term's values on a grid of its inputs (what the user reads), judged like a parameter
+        from msml_dsl.diagnostics.function_checks import function_diagnostics
+
+        term = next(t for t in fit.model.ir.unknowns if t.name == "predation")
+        f = function_diagnostics(term, {k: np.asarray(v) for k, v in fit.posterior.items()})
+        K = f.n_coefficients
+        out.update(function_rhat=float(np.nanmax(f.rhat[K:])), function_ess_bulk=float(np.nanmin(f.ess_bulk[K:])),
+                   function_ess_tail=float(np.nanmin(f.ess_tail[K:])))
+        if K:
+            out.update(coefficient_rhat=dict(zip(f.column_labels[:K], np.round(f.rhat[:K], 3).tolist())),
+                       coefficient_ess_bulk=dict(zip(f.column_labels[:K], np.round(f.ess_bulk[:K]).tolist())))
+        rest = summary.loc[[i for i in summary.index if i.split("[", 1)[0] not in f.parameters]]
+        out.update(rest_rhat=float(rest["r_hat"].max()), rest_rhat_at=str(rest["r_hat"].idxmax()),
+                   rest_ess_bulk=float(rest["ess_bulk"].min()), rest_ess_at=str(rest["ess_bulk"].idxmin()))
+    except Exception as exc:  # noqa: BLE001 - a benchmark line, not a result
+        out["function_error"] = repr(exc)
+    return out
 
 
 def fit_file(path: Path, method: str | None, overrides: dict):
@@ -130,6 +150,10 @@ def fit_file(path: Path, method: str | None, overrides: dict):
 
     fit = compiled.run(progress=progress, **({"method": method} if method else {}), **overrides)
     fit_s = time.perf_counter() - t1
+    if SAVE and hasattr(fit, "posterior"):
+        s = fit.sample.sample_stats
+        np.savez(SAVE, **{f"post_{k}": np.asarray(v) for k, v in fit.posterior.items()},
+                 **{f"stat_{k}": np.asarray(v) for k, v in s.items()})
     if hasattr(fit, "posterior"):
         return compiled, fit, flat(fit.posterior), sampler_health(fit), compile_s, fit_s
     return compiled, fit, {k: np.asarray(v) for k, v in fit.draws.items()}, {}, compile_s, fit_s
@@ -148,8 +172,19 @@ def run(which: str, method: str | None, overrides: dict) -> None:
           f"{cov['state_cover']:.0%} of {cov['points']} | {cov['predictive_cover']:.0%} | {compile_s:.0f} | {fit_s:.0f} |")
     if health:
         print(f"\nsampler: divergent {health['divergent']:.2%}, at tree-depth limit {health['at_depth_limit']:.2%}, "
-              f"max R-hat {health['max_rhat']:.3f}, min bulk ESS {health['min_ess_bulk']:.0f}, "
+              f"max R-hat {health['max_rhat']:.3f} ({health['max_rhat_at']}), min bulk ESS {health['min_ess_bulk']:.0f} "
+              f"({health['min_ess_at']}; {health['min_ess_bulk'] / fit_s:.3f} per s of sampling), "
               f"mean leapfrog steps {health['mean_leapfrog']:.0f}")
+        if "function_rhat" in health:
+            print(f"predation on its 25-point input grid: max R-hat {health['function_rhat']:.3f}, "
+                  f"min bulk ESS {health['function_ess_bulk']:.0f}, min tail ESS {health['function_ess_tail']:.0f}")
+            print(f"parameters other than the term's: max R-hat {health['rest_rhat']:.3f} ({health['rest_rhat_at']}), "
+                  f"min bulk ESS {health['rest_ess_bulk']:.0f} ({health['rest_ess_at']})")
+            if "coefficient_rhat" in health:
+                print(f"coefficients' R-hat {health['coefficient_rhat']}, bulk ESS {health['coefficient_ess_bulk']}")
+        else:
+            print(f"predation on its input grid: {health.get('function_error')}")
+        print(health["worst"])
     print(f"forecast state band median relative width {cov['state_band_rel_width']:.2%}")
     for name in ("alpha", "gamma", "efficiency", "sigma"):
         v = draws[name]
@@ -198,7 +233,20 @@ if __name__ == "__main__":
     ap.add_argument("--draws", type=int)
     ap.add_argument("--target-accept", type=float)
     ap.add_argument("--metric", choices=["diag", "dense"])
+    ap.add_argument("--centring", type=float, help="the horseshoe's HORSESHOE_CENTRING (0 non-centred, 0.5 default)")
+    ap.add_argument("--warmup-metric", choices=["laplace", "identity"], default="laplace",
+                    help="the warm-up's first metric for models with unknown terms (identity: as Stan)")
+    ap.add_argument("--save", help="write the draws and sampler statistics to this .npz")
     args = ap.parse_args()
+    SAVE = args.save
+    if args.centring is not None:
+        import msml_dsl.symbolic.unknown_terms as _ut
+
+        _ut.HORSESHOE_CENTRING = args.centring
+    if args.warmup_metric == "identity":
+        import msml_dsl.inference.runner as _runner
+
+        _runner._laplace_metric = lambda *a, **k: None
     if args.which == "design":
         design()
     else:

@@ -64,10 +64,13 @@ def test_lotka_volterra_library_nuts_learns_the_predation_and_covers_the_forecas
     compiled = msml_dsl.compile_file(FOLDER / "model.msml")
     fit = compiled.run()
     health = sampler_health(fit)
-    # measured (README, partially centred horseshoe): 1.5 % divergent, no draw at the depth limit
-    # (59.5 % non-centred); R-hat 1.09 over 2 x 200 draws is a documented shortfall, not asserted
-    assert health["divergent"] < 0.03
-    assert health["at_depth_limit"] < 0.05
+    # measured (README, partially centred horseshoe, 4 x (400 + 400), target_accept 0.95): no divergence,
+    # 0.12 % at the depth limit; R-hat of the coefficients <= 1.005 and of the function on its grid 1.003
+    # (tau, lambda and z reach 1.013: judged through the coefficients, I104)
+    assert health["divergent"] < 0.01
+    assert health["at_depth_limit"] < 0.02
+    assert health["function_rhat"] <= 1.01
+    assert "W101" not in {w.code for w in fit.warnings()}
     draws = flat(fit.posterior)
     err = learned_term_error(compiled.ir.unknowns[0], draws)
     assert err["rel_l2"] < 0.05
