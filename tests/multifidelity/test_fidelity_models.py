@@ -61,7 +61,8 @@ def test_nonlinear_link_beats_the_linear_one():
     e_nl = nl.run(method="map").evaluate(test.x.values, test.y.values)
     e_lin = lin.run(method="map").evaluate(test.x.values, test.y.values)
     assert e_nl["rmse"] < 0.03                     # measured 0.012
-    assert e_lin["rmse"] > 0.3                     # measured 0.41: a linear link cannot square sin(8 pi x)
+    assert e_lin["rmse"] > 0.2                     # measured 0.28 (0.41 before the discrepancy's trend):
+    #                                                a linear link cannot square sin(8 pi x)
     assert e_nl["rmse"] < e_lin["rmse"] / 10
 
 
