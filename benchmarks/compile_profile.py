@@ -70,30 +70,32 @@ def _worker(name: str) -> dict:
     os_._emit_assignments = timed("solver cse+print", os_._emit_assignments)
     cd.emit_assignments = timed("density cse+print", cd.emit_assignments)
     os_.OdeSystem.warmup = timed("solver warm", os_.OdeSystem.warmup)
-    # density: kernels are loaded lazily by numba; their first call compiles them.
-    orig_load = cd.load_kernels
+    # density (the old code generation, to compare a tree before this change): njit kernels, loaded
+    # lazily by numba, which compiles them on their first call.
+    orig_load = getattr(cd, "load_kernels", None)
+    if orig_load is not None:
 
-    def load_kernels(source, names):
-        s = _clock()
-        fns = orig_load(source, names)
-        times["density load"] += _clock() - s
-        out = []
-        for n, f in zip(names, fns):
-            state = {"first": True}
+        def load_kernels(source, names):
+            s = _clock()
+            fns = orig_load(source, names)
+            times["density load"] += _clock() - s
+            out = []
+            for n, f in zip(names, fns):
+                state = {"first": True}
 
-            def call(*a, _f=f, _n=n, _state=state):
-                if _state["first"]:
-                    _state["first"] = False
-                    s = _clock()
-                    r = _f(*a)
-                    times[f"density numba {_n}"] += _clock() - s
-                    return r
-                return _f(*a)
-            call.py_func = getattr(f, "py_func", None)
-            out.append(call)
-        return out
+                def call(*a, _f=f, _n=n, _state=state):
+                    if _state["first"]:
+                        _state["first"] = False
+                        s = _clock()
+                        r = _f(*a)
+                        times[f"density numba {_n}"] += _clock() - s
+                        return r
+                    return _f(*a)
+                call.py_func = getattr(f, "py_func", None)
+                out.append(call)
+            return out
 
-    cd.load_kernels = load_kernels
+        cd.load_kernels = load_kernels
     if hasattr(cd, "load_cfuncs"):
         cd.load_cfuncs = timed("density numba cfuncs", cd.load_cfuncs)
     cd.CompiledDensity._warm_up = timed("density warm", cd.CompiledDensity._warm_up)
@@ -126,7 +128,8 @@ def _worker(name: str) -> dict:
     # (the old kernels compile on their first call, inside the warm-up; the new cfuncs when loaded)
     density_numba = sum(v for k, v in times.items() if k.startswith("density numba"))
     times["density warm"] -= sum(v for k, v in times.items() if k.startswith("density numba ") and "cfuncs" not in k)
-    out = {"wall": time.perf_counter() - wall0, "import": import_s, "solver+density modules": modules_s, "frontend": frontend_s, "program": program_s, **times,
+    out = {"wall": time.perf_counter() - wall0, "import": import_s, "solver+density modules": modules_s,
+           "frontend": frontend_s, "program": program_s, **times,
            "density sympy": times["density total"] - density_numba - times["density load"]
            - times["density warm"],
            "gradient_us": sorted(best)[len(best) // 2] * 1e6}
@@ -167,10 +170,12 @@ def main() -> None:
         keys = sorted({k for r in runs for k in r})
         med = {k: sorted(r.get(k, 0.0) for r in runs)[len(runs) // 2] for k in keys}
         results[name] = {"median": med, "runs": runs}
-        print(f"== {name} (median of {len(runs)}, CPU seconds; wall {med['wall']:.1f} s; load {os.getloadavg()[0]:.2f})")
-        for k in ["import", "solver+density modules", "frontend", "program", "solver sympy", "solver cse+print", "solver numba", "solver warm",
-                  "density sympy", "density cse+print", "density load", "density warm"] + [k for k in keys if k.startswith("density numba")] + ["density total", "rest",
-                                                                                         "gradient_us"]:
+        print(f"== {name} (median of {len(runs)}, CPU seconds; wall {med['wall']:.1f} s; "
+              f"load {os.getloadavg()[0]:.2f})")
+        phases = ["import", "solver+density modules", "frontend", "program", "solver sympy", "solver cse+print",
+                  "solver numba", "solver warm", "density sympy", "density cse+print", "density load", "density warm"]
+        phases += [k for k in keys if k.startswith("density numba")] + ["density total", "rest", "gradient_us"]
+        for k in phases:
             if k in med:
                 print(f"   {k:<22} {med[k]:10.3f}" + ("" if k != "gradient_us" else " us"))
     if args.json:

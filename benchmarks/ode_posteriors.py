@@ -379,8 +379,8 @@ def main() -> None:
     # (Only when msml runs: numba keeps one version's cache per file, so building it with a peers'
     # interpreter that has another numba would evict the main environment's.)
     if any(t.startswith("msml") or t == "pyro" for t in args.tools.split(",")):
-        subprocess.run([args.python, "-c", "import msml_dsl.backends.pyro.ode_solver, msml_dsl.backends.pyro.density_core"],
-                       check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        cores = "import msml_dsl.backends.pyro.ode_solver, msml_dsl.backends.pyro.density_core"
+        subprocess.run([args.python, "-c", cores], check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
     results = []
     header = (f"{'model':<9} {'tool':<13} {'iterations':>12} {'wall s':>8} {'compile s':>9} {'min ESS':>8} "
               f"{'ESS/s':>8} {'R-hat':>6} {'div':>4} {'peak MB':>8} {'msml/x':>7}")

@@ -79,20 +79,29 @@ def test_gradient_matches_finite_differences(tmp_path):
 
 
 def test_kernels_are_cached_on_disk_and_fall_back_without_a_cache(tmp_path, monkeypatch):
-    from msml_dsl.backends.pyro.compiled_density import load_kernels
+    import ctypes
 
-    source = "def before(x):\n    return x * 2.0\n\ndef after(x):\n    return x + 1.0\n"
+    from msml_dsl.backends.pyro.compiled_density import load_cfuncs
+
+    source = "def prior(x, lp, gx, _a3, _a4):\n    lp[0] = x[0] * 2.0\n    gx[0] = 2.0\n    return\n"
+    ptr = ctypes.POINTER(ctypes.c_double)
+
+    def call(kernel, value):
+        x, lp, gx = np.array([value]), np.zeros(1), np.zeros(1)
+        kernel.ctypes(*[a.ctypes.data_as(ptr) for a in (x, lp, gx, lp, lp)])
+        return lp[0], gx[0]
+
     monkeypatch.setenv("MSML_CACHE_DIR", str(tmp_path / "cache"))
-    before, after = load_kernels(source, ("before", "after"))
-    assert before(3.0) == 6.0 and after(1.0) == 2.0
-    assert len(list((tmp_path / "cache" / "kernels").glob("msml_kernels_*.py"))) == 1
-    load_kernels(source, ("before", "after"))  # same source: the same file is reused
-    assert len(list((tmp_path / "cache" / "kernels").glob("msml_kernels_*.py"))) == 1
+    (prior,) = load_cfuncs(source, ("prior",))
+    assert call(prior, 3.0) == (6.0, 2.0)
+    assert len(list((tmp_path / "cache" / "kernels").glob("msml_density_*.py"))) == 1
+    load_cfuncs(source, ("prior",))  # same source: the same file is reused
+    assert len(list((tmp_path / "cache" / "kernels").glob("msml_density_*.py"))) == 1
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
     monkeypatch.setenv("MSML_CACHE_DIR", str(blocker))
-    before, _ = load_kernels(source, ("before", "after"))
-    assert before(1.5) == 3.0
+    (prior,) = load_cfuncs(source, ("prior",))
+    assert call(prior, 1.5) == (3.0, 2.0)
 
 
 FORCED = """model forced
