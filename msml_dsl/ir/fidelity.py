@@ -386,8 +386,9 @@ def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tupl
                 # a level with a map of a lower level, g(low, x) (NARGP): no trend in any of its terms
                 on_levels = any(any(i not in coords for i in unknowns[type(c).__name__].inputs)
                                 for c in term_calls(expressions[lv.name], unknowns))
-                trend = LINK_TREND_RELATIVE * _scale_of(amp) if (lv.lower and kernel != "periodic" and (
-                    LINK_TREND_ON_LEVEL_INPUTS or not on_levels) and opts.get("trend", True)) else 0.0
+                # an explicit trend=true asks for one in a NARGP level too
+                wanted = opts.get("trend", LINK_TREND_ON_LEVEL_INPUTS or not on_levels)
+                trend = LINK_TREND_RELATIVE * _scale_of(amp) if (lv.lower and kernel != "periodic" and wanted) else 0.0
                 terms[name] = Term(name, "gp", k, kernel, opts.get("period"), parameters=names, trend=trend)
             else:
                 hidden = tuple(opts.get("hidden", (16, 16)))

@@ -192,6 +192,7 @@ class _Checker:
         pde = self.check_pde(space, time_name)
         unknowns = self.check_unknowns()
         fidelity, sources = self.check_fidelity(sources, space, time_name)
+        self.check_trend_options()
         experiment = self.check_experiment(states, parameters, pde, fidelity)
 
         if not states and not unsupported and pde is None and fidelity is None and not p.of_type(ast.ParamDecl):
@@ -1350,6 +1351,29 @@ class _Checker:
 
         walk(d.value)
         return lower, found
+
+    def check_trend_options(self) -> None:
+        """``gp(trend=...)`` shapes a discrepancy in a fidelity link (E262 anywhere it would do nothing).
+
+        A link's discrepancy (a term in a level that uses a lower level) gets a linear trend by
+        default; elsewhere, in an ODE, an observation or a level of its own, the option would be
+        silently ignored, so saying it is an error.
+        """
+        linked: set[str] = set()   # gp terms called in a level that uses a lower level
+        for d in self.p.of_type(ast.FidelityDecl):
+            names = [n for n in iter_expr(d.value) if isinstance(n, ast.Name)]
+            if any(self.kind(n.id) == "fidelity level" for n in names):
+                linked.update(c.func.id for c in iter_expr(d.value) if isinstance(c, ast.Call))
+        for u in self.p.of_type(ast.UnknownDecl):
+            name = u.name.id
+            if u.representation.func.id != "gp":
+                continue
+            for kw in u.representation.keywords:
+                if kw.name.id == "trend" and name not in linked:
+                    self.bag.error("E262", f"trend= shapes the discrepancy of a fidelity link; '{name}' is not "
+                                   "used in a level that links to a lower one, so it would have no effect",
+                                   kw.span, help="remove trend=, or use the term in a link: "
+                                                 f"fidelity high = rho * low + {name}(x)")
 
     def _check_simulate(self, call: ast.Call, time_name) -> None:
         """``simulate(OUTPUT, steps=20, method=rk4)``: the model's own ODE, solved on a coarse fixed grid."""
