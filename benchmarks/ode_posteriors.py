@@ -13,7 +13,10 @@ reported, not fatal.
 
 Same priors, likelihood, tolerances, chains, warmup and draws for every tool;
 peers get good initial values (msml finds its own). PyMC integrates with a
-fixed-step RK4 written as a scan (10 steps per time unit), as PyMC users do.
+fixed-step RK4 written as a scan (10 steps per time unit), as PyMC users do;
+for the stiff PK model with a step of 0.015 h, below RK4's stability limit at
+the posterior's fast rate (PK_RK4_STEP). NumPyro uses diffrax's Dopri5, and
+Kvaerno5 (implicit) for the stiff PK model, at each model's tolerances.
 """
 
 from __future__ import annotations
@@ -38,10 +41,23 @@ MODELS = {
     "sir": ROOT / "models" / "sir_influenza" / "model.msml",
     "stiff_pk": ROOT / "models" / "stiff_pk" / "model.msml",
 }
-PEER_MODELS = ("lv", "sir")  # models written by hand for the peers
+PEER_MODELS = ("lv", "sir", "stiff_pk")  # models written by hand for the peers (and chainN, any N)
 LV_GOOD_INIT = {"alpha": 0.55, "beta": 0.028, "gamma": 0.8, "delta": 0.024, "H0": 34.0, "L0": 5.9,
                 "sigma_H": 0.25, "sigma_L": 0.25}
 SIR_GOOD_INIT = {"beta": 1.7, "gamma": 0.54, "phi_inv": 0.1}
+PK_GOOD_INIT = {"CL": 5.0, "V1": 5.0, "Q": 300.0, "V2": 50.0, "sigma": 0.1}  # the simulation's truth
+CHAIN_GOOD_INIT = {"k": 1.5, "d": 0.1, "sigma": 0.1}  # the simulation's truth
+PK_DOSE = 100.0
+# PyMC's fixed RK4 step for the stiff PK model. Explicit RK4 is stable for |h * lambda| < 2.785 on the
+# real axis; the fast (distribution) eigenvalue is about Q/V1 + Q/V2 + CL/V1 = 60 + 6 + 1 = 67 /h at the
+# truth (and where the posterior sits), so h = 0.015 h is stable up to lambda = 186 /h, 2.8 times the
+# truth; the prior's tails (Q ~ LogNormal(5.7, 1)) reach beyond that, where the scan blows up and NUTS
+# records a divergence. 3,200 steps over the 48 h.
+PK_RK4_STEP = 0.015
+
+
+def is_peer_model(name: str) -> bool:
+    return name in PEER_MODELS or name.startswith("chain")
 
 
 # ----------------------------------------------------------------- chain model
@@ -144,14 +160,36 @@ def _sir_data():
     return df["day"].to_numpy(float), df["in_bed"].to_numpy(float)
 
 
+def _pk_data():
+    import pandas as pd
+
+    df = pd.read_csv(MODELS["stiff_pk"].parent / "stiff_pk.csv")
+    return df["time_h"].to_numpy(float), df["conc"].to_numpy(float)
+
+
+def _chain_data(name, scratch):
+    """The chain model's data as chain_model() writes them: times, observed state indices (0-based), values."""
+    import pandas as pd
+
+    n = int(name[5:])
+    chain_model(n, scratch)
+    df = pd.read_csv(scratch / f"chain{n}.csv")
+    cols = [c for c in df.columns if c != "t"]
+    return n, df["t"].to_numpy(float), np.array([int(c[1:]) - 1 for c in cols]), df[cols].to_numpy(float)
+
+
 def run_numpyro(name, chains, warmup, draws, seed, scratch, dense_mass=False):
+    # Kvaerno5's Newton solves go through lineax, which by default raises when a far-out warm-up proposal
+    # hands it non-finite values (even with throw=False); EQX_ON_ERROR=nan turns that into a NaN density,
+    # which NUTS rejects as a divergence. Read when equinox is imported, so set it before.
+    os.environ.setdefault("EQX_ON_ERROR", "nan")
     import jax
 
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
-    from diffrax import Dopri5, ODETerm, PIDController, SaveAt, diffeqsolve
+    from diffrax import Dopri5, Kvaerno5, ODETerm, PIDController, SaveAt, diffeqsolve
     from numpyro.infer import MCMC, NUTS, init_to_value
 
     if name == "lv":
@@ -178,6 +216,48 @@ def run_numpyro(name, chains, warmup, draws, seed, scratch, dense_mass=False):
             numpyro.sample("lynx", dist.LogNormal(jnp.log(sol.ys[:, 1]), sl), obs=lynx)
 
         init = LV_GOOD_INIT
+    elif name == "stiff_pk":
+        ts, conc = _pk_data()
+
+        def vf(t, z, th):
+            cl, v1, q, v2 = th
+            flow = q * (z[0] / v1 - z[1] / v2)
+            return jnp.stack([-cl * z[0] / v1 - flow, flow])
+
+        def model():
+            cl = numpyro.sample("CL", dist.LogNormal(1.6, 0.5))
+            v1 = numpyro.sample("V1", dist.LogNormal(1.6, 0.5))
+            q = numpyro.sample("Q", dist.LogNormal(5.7, 1.0))
+            v2 = numpyro.sample("V2", dist.LogNormal(3.9, 0.5))
+            sigma = numpyro.sample("sigma", dist.HalfNormal(0.3))
+            # The model's "solver stiff(rtol=1e-6, atol=1e-9)": diffrax's implicit Kvaerno5 (ESDIRK) at those
+            # tolerances, as a NumPyro user would pick for a stiff system.
+            sol = diffeqsolve(ODETerm(vf), Kvaerno5(), t0=0.0, t1=48.0, dt0=0.001,
+                              y0=jnp.array([PK_DOSE, 0.0]), args=(cl, v1, q, v2), saveat=SaveAt(ts=ts),
+                              stepsize_controller=PIDController(rtol=1e-6, atol=1e-9), max_steps=100_000,
+                              throw=False)
+            numpyro.sample("conc", dist.LogNormal(jnp.log(sol.ys[:, 0] / v1), sigma), obs=conc)
+
+        init = PK_GOOD_INIT
+    elif name.startswith("chain"):
+        n, ts, idx, obs = _chain_data(name, scratch)
+
+        def vf(t, z, th):
+            k, d = th
+            return jnp.concatenate([-k * z[:1], k * z[:-1] - (k + d) * z[1:]])
+
+        def model():
+            k = numpyro.sample("k", dist.LogNormal(0.0, 0.5))
+            d = numpyro.sample("d", dist.LogNormal(math.log(0.1), 0.5))
+            sigma = numpyro.sample("sigma", dist.HalfNormal(0.5))
+            y0 = jnp.zeros(n).at[0].set(10.0)
+            # The model's "solver rk45(rtol=1e-6, atol=1e-6)": Dopri5 at the same tolerances.
+            sol = diffeqsolve(ODETerm(vf), Dopri5(), t0=0.0, t1=10.0, dt0=0.1, y0=y0, args=(k, d),
+                              saveat=SaveAt(ts=ts), stepsize_controller=PIDController(rtol=1e-6, atol=1e-6),
+                              max_steps=100_000, throw=False)
+            numpyro.sample("obs", dist.Normal(sol.ys[:, idx], sigma), obs=obs)
+
+        init = CHAIN_GOOD_INIT
     else:
         ts, in_bed = _sir_data()
 
@@ -249,6 +329,53 @@ def run_pymc(name, chains, warmup, draws, seed, scratch):
             pm.LogNormal("hare", pt.log(H), sh, observed=hare)
             pm.LogNormal("lynx", pt.log(L), sl, observed=lynx)
             init = LV_GOOD_INIT
+        elif name == "stiff_pk":
+            ts, conc = _pk_data()
+            cl = pm.LogNormal("CL", 1.6, 0.5)
+            v1 = pm.LogNormal("V1", 1.6, 0.5)
+            q = pm.LogNormal("Q", 5.7, 1.0)
+            v2 = pm.LogNormal("V2", 3.9, 0.5)
+            sigma = pm.HalfNormal("sigma", 0.3)
+            # Fixed-step RK4 at PK_RK4_STEP (see there for the stability limit), the steps in each interval
+            # between observation times shortened so that the grid lands on every observation time.
+            edges = np.concatenate([[0.0], ts])
+            n_int = np.ceil(np.diff(edges) / PK_RK4_STEP - 1e-9).astype(int)
+            hs = np.repeat(np.diff(edges) / n_int, n_int)
+            obs_steps = np.cumsum(n_int) - 1
+
+            def rhs(y, cl, v1, q, v2):
+                flow = q * (y[0] / v1 - y[1] / v2)
+                return [-cl * y[0] / v1 - flow, flow]
+
+            def step(h, ac, ap, cl, v1, q, v2):
+                return rk4(rhs, [ac, ap], (cl, v1, q, v2), h)
+
+            (acs, _), _ = pytensor.scan(step, sequences=[pt.as_tensor(hs)],
+                                        outputs_info=[pt.as_tensor(PK_DOSE, dtype="float64"),
+                                                      pt.as_tensor(0.0, dtype="float64")],
+                                        non_sequences=[cl, v1, q, v2])
+            pm.LogNormal("conc", pt.log(acs[obs_steps] / v1), sigma, observed=conc)
+            init = PK_GOOD_INIT
+        elif name.startswith("chain"):
+            n, ts, idx, obs = _chain_data(name, scratch)
+            k = pm.LogNormal("k", 0.0, 0.5)
+            d = pm.LogNormal("d", math.log(0.1), 0.5)
+            sigma = pm.HalfNormal("sigma", 0.5)
+
+            def rhs(y, k, d):  # the whole state as one vector
+                return [pt.concatenate([-k * y[0][:1], k * y[0][:-1] - (k + d) * y[0][1:]])]
+
+            def step(x, k, d):
+                return rk4(rhs, [x], (k, d), 1.0 / substeps)[0]
+
+            y0 = np.zeros(n)
+            y0[0] = 10.0
+            xs, _ = pytensor.scan(step, outputs_info=[pt.as_tensor(y0)], non_sequences=[k, d],
+                                  n_steps=10 * substeps)
+            # ts are 1, 2, ..., 10: the state after every substeps-th step.
+            at = np.rint(ts * substeps).astype(int) - 1
+            pm.Normal("obs", xs[at][:, idx], sigma, observed=obs)
+            init = CHAIN_GOOD_INIT
         else:
             ts, in_bed = _sir_data()
             b = pm.TruncatedNormal("beta", 2.0, 1.0, lower=0.0)
@@ -389,7 +516,7 @@ def main() -> None:
     for name in args.models.split(","):
         row_msml = None
         for tool in args.tools.split(","):
-            if tool in ("numpyro", "numpyro_dense", "pymc") and name not in PEER_MODELS:
+            if tool in ("numpyro", "numpyro_dense", "pymc") and not is_peer_model(name):
                 continue
             it = (args.pyro_iterations, args.pyro_iterations) if tool == "pyro" else (args.warmup, args.draws)
             r = run_one(tool, name, args.chains, it[0], it[1], args.seed, args.python)
