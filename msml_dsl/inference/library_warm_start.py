@@ -313,7 +313,7 @@ def _carrier(names: list[str]) -> list[str]:
     return b[:1] if b else names[:1]
 
 
-def _write_term(term, a: np.ndarray, values: dict[str, np.ndarray], row: int) -> None:
+def write_term(term, a: np.ndarray, values: dict[str, np.ndarray], row: int) -> None:
     """Set a term's parameters (in ``values``, row ``row``) so its coefficients are ``a``.
 
     The shrinkage scales (``NAME_tau*`` global, ``NAME_lambda*`` per candidate; a half-Cauchy
@@ -406,7 +406,7 @@ def warm_starts(program, starts: np.ndarray, notes: list[str] | None = None) -> 
         _write_inits_and_scales(program, smoothed, values, row)
         for term in program.ir.unknowns:
             if term.name in fit:
-                _write_term(term, fit[term.name], values, row)
+                write_term(term, fit[term.name], values, row)
         return True
 
     z = rewrite_starts(program, starts, write)

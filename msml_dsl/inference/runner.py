@@ -128,7 +128,7 @@ def _horseshoe_scales_reset(program, z: np.ndarray, notes: list[str]) -> np.ndar
     scales reset as for a warm start: tau = 1, each lambda_k the candidate's standardised coefficient
     (or the term's threshold), the z_k solved to give the same coefficients.
     """
-    from msml_dsl.inference.library_warm_start import _write_term
+    from msml_dsl.inference.library_warm_start import write_term
     from msml_dsl.symbolic.unknown_terms import coefficient_parameters
 
     terms = [t for t in getattr(program.ir, "unknowns", ()) if t.kind == "library"
@@ -142,7 +142,7 @@ def _horseshoe_scales_reset(program, z: np.ndarray, notes: list[str]) -> np.ndar
         a = np.array([float(c.coefficient.xreplace(env)) for c in term.candidates])
         if not np.all(np.isfinite(a)):
             continue
-        _write_term(term, a, values, 0)
+        write_term(term, a, values, 0)
     out = program.to_unconstrained({k: values[k] for k in program.layout})[0]
     u, _ = program.potential_and_grad(out[None, :])
     if not np.isfinite(u[0]):
