@@ -470,14 +470,16 @@ def lower_fidelity(symbolic, tables: dict[str, DataTable], params: list) -> tupl
 def _scale_of(amplitude) -> float:
     """The sd of a link term's trend coefficients: the scale of its amplitude prior (the default
     HalfNormal(10 x rms), or the file's: HalfNormal/HalfCauchy scale, 1 / rate of an Exponential,
-    the median of a LogNormal, the mean of a Gamma), so a file that bounds its discrepancy bounds
+    the median of a LogNormal, the mean of a Gamma, the mean of an InverseGamma (its mode when the
+    mean is infinite)), so a file that bounds its discrepancy bounds
     the trend alike."""
     try:
         a = [float(v) for v in amplitude.args]
     except TypeError:                       # a scale that depends on another parameter: its factor
         return float(amplitude.args[0].as_coeff_Mul()[0])
     scale = {"HalfNormal": lambda: a[0], "HalfCauchy": lambda: a[0], "Exponential": lambda: 1 / a[0],
-             "LogNormal": lambda: math.exp(a[0]), "Gamma": lambda: a[0] / a[1]}.get(amplitude.distribution)
+             "LogNormal": lambda: math.exp(a[0]), "Gamma": lambda: a[0] / a[1],
+             "InverseGamma": lambda: a[1] / (a[0] - 1) if a[0] > 1 else a[1] / (a[0] + 1)}.get(amplitude.distribution)
     return float(scale()) if scale else 0.0
 
 

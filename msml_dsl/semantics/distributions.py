@@ -29,6 +29,8 @@ DISTRIBUTIONS: dict[str, DistributionSpec] = {d.name: d for d in [
     DistributionSpec("HalfCauchy", ("scale",), ("scale",), (0.0, INF)),
     DistributionSpec("Exponential", ("rate",), ("rate",), (0.0, INF)),
     DistributionSpec("Gamma", ("concentration", "rate"), ("concentration", "rate"), (0.0, INF)),
+    # Stan's inv_gamma(alpha, beta): the usual prior for a variance or a GP lengthscale
+    DistributionSpec("InverseGamma", ("concentration", "rate"), ("concentration", "rate"), (0.0, INF)),
     DistributionSpec("Beta", ("concentration1", "concentration0"), ("concentration1", "concentration0"), (0.0, 1.0)),
     DistributionSpec("StudentT", ("df", "loc", "scale"), ("df", "scale"), (-INF, INF)),
     DistributionSpec("Cauchy", ("loc", "scale"), ("scale",), (-INF, INF)),

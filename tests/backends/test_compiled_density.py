@@ -39,6 +39,7 @@ param s ~ Gamma(2, 3)
 param w ~ Beta(2, 5)
 param k[2] ~ StudentT(4, 0, 1.5)
 param r ~ Uniform(-1, 3)
+param v ~ InverseGamma(3, 2)
 data d = csv("demo.csv")
 observe d.y ~ Normal(mu + k[1] * d.x, s)
 observe d.n ~ NegBinomial2(exp(k[2]) + 1, 1 / w)
@@ -51,7 +52,7 @@ def test_log_density_matches_scipy(tmp_path):
     model = msml_dsl.compile_source(SRC, name="demo.msml", base_dir=tmp_path, device="cpu")
     program = model.program
     values = {"mu": np.array([0.7]), "s": np.array([0.9]), "w": np.array([0.3]),
-              "k": np.array([[0.2, -0.4]]), "r": np.array([1.1])}
+              "k": np.array([[0.2, -0.4]]), "r": np.array([1.1]), "v": np.array([0.8])}
     z = program.to_unconstrained(values)
     u, _ = program.potential_and_grad(z, jacobian=False)
     u_ref, _ = program.reference_potential_and_grad(z, jacobian=False)
@@ -59,6 +60,7 @@ def test_log_density_matches_scipy(tmp_path):
     expected = (stats.norm(1, 2).logpdf(0.7) - math.log(stats.norm(1, 2).sf(0))
                 + stats.gamma(2, scale=1 / 3).logpdf(0.9) + stats.beta(2, 5).logpdf(0.3)
                 + stats.t(4, 0, 1.5).logpdf([0.2, -0.4]).sum() + stats.uniform(-1, 4).logpdf(1.1)
+                + stats.invgamma(3, scale=2).logpdf(0.8)
                 + stats.norm(0.7 + 0.2 * x[[0, 2]], 0.9).logpdf([1.2, 0.3]).sum())
     mean, phi = math.exp(-0.4) + 1, 1 / 0.3
     expected += stats.nbinom(phi, phi / (mean + phi)).logpmf([3, 7, 0]).sum()
@@ -147,7 +149,8 @@ def test_fast_path_with_explicit_time_covariates_and_parameter_initial_values(tm
 
 @pytest.mark.parametrize("name,args", [("Normal", [2.0, 1.0]), ("Normal", [-3.0, 0.2]), ("LogNormal", [0.0, 1.0]),
                                        ("HalfNormal", [2.0]), ("HalfCauchy", [1.5]), ("Exponential", [5.0]),
-                                       ("Cauchy", [1.0, 2.0]), ("Uniform", [-1.0, 3.0]), ("Gamma", [2.0, 3.0])])
+                                       ("Cauchy", [1.0, 2.0]), ("Uniform", [-1.0, 3.0]), ("Gamma", [2.0, 3.0]),
+                                       ("InverseGamma", [3.0, 2.0])])
 def test_constant_truncation_normalisers_match_scipy(name, args):
     """The closed-form CDFs (which spare importing scipy.stats) agree with SciPy's."""
     from msml_dsl.backends.pyro.distributions import _scipy_log_normalizer, constant_log_normalizer

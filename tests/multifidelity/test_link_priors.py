@@ -71,3 +71,19 @@ def test_the_trend_follows_the_files_amplitude_prior_and_skips_maps_of_levels(fo
 def test_trend_false_in_the_file_removes_it(folder):
     src = TWO.replace("unknown delta(x) : gp(kernel=matern52)", "unknown delta(x) : gp(kernel=matern52, trend=false)")
     assert compile_source(src, "two.msml", device="cpu", base_dir=folder).ir.fidelity.terms["delta"].trend == 0.0
+
+
+def test_an_inverse_gamma_lengthscale_prior_has_scipys_density(folder):
+    """InverseGamma (Stan's inv_gamma) as a GP hyperprior: the closed form the fit evaluates is the density."""
+    from scipy import stats
+
+    from msml_dsl.backends.multifidelity.model import _closed_form
+
+    source = TWO.replace("gp(kernel=matern52)", "gp(kernel=matern52, lengthscale=InverseGamma(5, 1))")
+    model = compile_source(source, "two.msml", device="cpu", base_dir=folder)
+    prior = next(p for p in model.ir.parameters if p.name == "delta_lengthscale")
+    assert prior.distribution == "InverseGamma"
+    v = torch.tensor([0.05, 0.25, 1.3], dtype=DTYPE)
+    got = _closed_form("InverseGamma", [float(a) for a in prior.args])(v)
+    np.testing.assert_allclose(got.numpy(), stats.invgamma(5, scale=1).logpdf(v.numpy()), rtol=1e-12)
+    assert F._scale_of(prior) == pytest.approx(0.25)   # its mean, 1 / (5 - 1)

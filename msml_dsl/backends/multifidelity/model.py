@@ -110,6 +110,9 @@ def _closed_form(dist: str, a: list):
     if dist == "Gamma" and not any(torch.is_tensor(x) for x in a):
         k, r = a
         return lambda v: k * math.log(r) - math.lgamma(k) + (k - 1) * torch.log(v) - r * v
+    if dist == "InverseGamma" and not any(torch.is_tensor(x) for x in a):
+        k, r = a
+        return lambda v: k * math.log(r) - math.lgamma(k) - (k + 1) * torch.log(v) - r / v
     return None
 
 
@@ -144,7 +147,7 @@ class FastParameters:
             if logp is None:
                 self.slow = True
                 break
-            positive = p.distribution in ("HalfNormal", "LogNormal", "Exponential", "HalfCauchy", "Gamma")
+            positive = p.distribution in ("HalfNormal", "LogNormal", "Exponential", "HalfCauchy", "Gamma", "InverseGamma")
             off, size = physical.offsets[p.name]
             self.fast.append((p, off, size, positive, logp, args))
             earlier.update(p.elements)

@@ -89,6 +89,9 @@ def log_pdf(name: str, x, a) -> sympy.Expr:
     if name == "Gamma":
         k, r = a
         return k * log(r) + (k - 1) * log(x) - r * x - lg(k)
+    if name == "InverseGamma":
+        k, r = a
+        return k * log(r) - (k + 1) * log(x) - r / x - lg(k)
     if name == "Beta":
         c1, c0 = a
         return (c1 - 1) * log(x) + (c0 - 1) * log(1 - x) - lg(c1) - lg(c0) + lg(c1 + c0)

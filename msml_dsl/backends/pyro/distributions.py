@@ -189,6 +189,7 @@ def _scipy_log_normalizer(name: str, args: list[float], low: float | None, high:
         "HalfCauchy": lambda a: stats.halfcauchy(scale=a[0]),
         "Exponential": lambda a: stats.expon(scale=1 / a[0]),
         "Gamma": lambda a: stats.gamma(a[0], scale=1 / a[1]),
+        "InverseGamma": lambda a: stats.invgamma(a[0], scale=a[1]),
         "Beta": lambda a: stats.beta(a[0], a[1]),
         "StudentT": lambda a: stats.t(a[0], a[1], a[2]),
         "Cauchy": lambda a: stats.cauchy(a[0], a[1]),
