@@ -35,9 +35,16 @@ if TYPE_CHECKING:  # SymPy and the IR load only when a model is compiled, so `ms
 
 
 def check_file(path: str | Path) -> CheckedModel:
-    """Parse and check a model file and its data; raise MsmlError listing every problem."""
+    """Parse and check a model file and its data; raise MsmlError listing every problem.
+
+    The model is returned as written; with an ``experiment`` statement, ``experiment.labels``
+    names the experiments the data hold (what ``msml check`` reports)."""
+    from dataclasses import replace
+
     checked = check(parse_file(path))
-    split_experiments(checked, load_data(checked))
+    split, _ = split_experiments(checked, load_data(checked))
+    if checked.experiment is not None:
+        checked = replace(checked, experiment=replace(checked.experiment, labels=split.experiment.labels))
     return checked
 
 

@@ -131,12 +131,14 @@ def _print_warnings(diagnostics, sources) -> None:
 
 def _check(args) -> int:
     from msml_dsl.api import check_file
+    from msml_dsl.data.experiments import describe_experiments
 
     checked = check_file(args.model)
     _print_warnings(list(checked.warnings), {checked.file: checked.program.source})
     n_par = sum(p.size or 1 for p in checked.parameters)
+    experiments = f", {describe_experiments(checked.experiment)}" if checked.experiment is not None else ""
     print(f"{args.model}: ok — model '{checked.name}': {len(checked.states)} states, {n_par} parameters, "
-          f"{len(checked.observations)} observed columns")
+          f"{len(checked.observations)} observed columns{experiments}")
     return EXIT_OK
 
 

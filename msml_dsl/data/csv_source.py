@@ -6,6 +6,7 @@ the file, the header being line 1), and all problems are reported together.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,38 @@ class DataTable:
     coordinates: dict[str, np.ndarray]      # bound model variables (e.g. time) per row
     file_lines: np.ndarray                  # line in the file of each row
     n_rows: int = field(default=0)
+    experiment: np.ndarray | None = None    # the experiment column's cells as labels ("" where empty)
+
+
+def experiment_label(cell: str) -> str:
+    """A cell of the experiment column as the experiment's label: a number in one spelling
+    (``1``, ``1.0`` and ``01`` are one experiment, ``1``), any other text as written, and ``""``
+    for an empty cell (also ``NA``, ``nan``, as everywhere in the data).
+
+    >>> [experiment_label(c) for c in ("1.0", "0.5", "1234567", "patient_A", " NA ")]
+    ['1', '0.5', '1234567', 'patient_A', '']
+    """
+    text = cell.strip()
+    if text.lower() in ("", "na", "nan"):
+        return ""
+    if not is_number(text):
+        return text
+    v = float(text)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def is_number(text: str) -> bool:
+    """A decimal number as written in a data file (``12``, ``-0.5``, ``1e3``; not ``1_2`` or ``inf``)."""
+    return _NUMBER.fullmatch(text) is not None
+
+
+def _label_codes(labels: np.ndarray) -> np.ndarray:
+    """One number per distinct label (NaN where empty): the groups the time order is checked in."""
+    _, codes = np.unique(labels, return_inverse=True)
+    return np.where(labels == "", np.nan, codes.astype(float))
 
 
 def _display(path: Path) -> str:
@@ -71,8 +104,12 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
         if missing:
             continue
         columns: dict[str, np.ndarray] = {}
+        experiment = model.experiment.column if model.experiment is not None else None
+        labels = None
         for column in needed:
             values = np.full(len(frame), np.nan)
+            if column == experiment:   # experiments may be named by text (patient_A): read it as labels
+                labels = np.array([experiment_label(c) for c in frame[column].tolist()], dtype=object)
             for i, cell in enumerate(frame[column].tolist()):
                 text = cell.strip()
                 if text == "" or text.lower() in ("na", "nan"):
@@ -80,6 +117,8 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
                 try:
                     values[i] = float(text)
                 except ValueError:
+                    if column == experiment:
+                        continue
                     bag.error("E304", f"'{shown}' line {i + 2}, column '{column}': '{text}' is not a number",
                               needed[column], help="use a number, or leave the cell empty for a missing value")
             columns[column] = values
@@ -91,11 +130,11 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
                     coordinates[var] = np.asarray(evaluate(expr, columns), dtype=float) * np.ones(len(frame))
             except EvaluationError as exc:
                 bag.error("E305", f"cannot compute '{var}' from the columns of '{shown}': {exc}", expr.span)
-        tables[src.name] = DataTable(src.name, path, columns, coordinates, lines, len(frame))
+        tables[src.name] = DataTable(src.name, path, columns, coordinates, lines, len(frame), labels)
         if model.pde is not None:
             _bind_field_coordinates(bag, model, src, shown, frame, coordinates, lines)
             continue
-        groups = columns.get(model.experiment.column) if model.experiment is not None else None
+        groups = _label_codes(labels) if labels is not None else None
         if model.time and model.time in coordinates:
             _check_time_column(bag, model, src, shown, coordinates[model.time], lines, groups=groups)
         elif model.time and any(o.source == src.name for o in model.observations) and model.states:
@@ -126,7 +165,7 @@ def _columns_used(model: CheckedModel, src: DataSourceInfo) -> dict[str, object]
             if isinstance(node, ast.Name):
                 needed.setdefault(node.id, node.span)
     if model.experiment is not None and model.experiment.source == src.name:   # per-experiment covariates
-        for expr in [*model.equations.values(), *model.inits.values()]:
+        for expr in [*model.equations.values(), *model.inits.values(), *(v for _, v in model.derived)]:
             for node in iter_expr(expr):
                 if isinstance(node, ast.Attribute) and node.source.id == src.name:
                     needed.setdefault(node.column.id, node.column.span)

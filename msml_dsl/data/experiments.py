@@ -4,15 +4,20 @@ Which experiments exist is a fact of the data (the distinct values of a column),
 runs between ``load_data`` and ``build_symbolic``: it rewrites the checked model into the
 block-diagonal model the later stages already know, and every stage after it is unchanged.
 
+- the experiments are the distinct cells of the column: numbers sorted by value (``run=2``),
+  otherwise text labels in order of first appearance (``subject=patient_A``; characters that
+  would break names become ``_``, E315 when two labels then clash);
 - every state ``x`` becomes one state per experiment, ``x[run=1]``, ``x[run=2]``, ... with the
   same equation and initial value, in which the experiment's copies replace the names;
-- a parameter declared ``per run`` (and a derived quantity that uses one) becomes one scalar per
-  experiment, ``x0[run=3]``, with the same prior; every other parameter, unknown term and noise
-  scale is shared;
+- a parameter declared ``per run`` (and a derived quantity that uses one) becomes one copy per
+  experiment, ``x0[run=3]`` (a vector stays a vector: ``k[run=3]``, elements ``k[run=3][1]``),
+  with the same prior; every other parameter, unknown term and noise scale is shared;
 - each observation becomes one observation per experiment, ``runs.x[run=2]``, over that
-  experiment's rows of the data (each experiment may have its own times);
-- a column of the experiment's source in an equation or initial value (``init C = runs.dose``)
-  is a covariate: the experiment's one value of it, as a number.
+  experiment's rows of the data (each experiment may have its own times); a column in its
+  arguments is read row by row, over those rows;
+- a column of the experiment's source in an equation, initial value or derived quantity
+  (``init C = runs.dose``, ``derive k = k0 * runs.temp``) is a covariate: the experiment's one
+  value of it, as a number (a derived quantity that reads one is per experiment).
 
 The model's source (``CheckedModel.program``) is left as written, so what is reported about the
 model itself (identified equations, the rewritten model) speaks of ``der(x)``, once.
@@ -22,21 +27,24 @@ model itself (identified equations, the rewritten model) speaks of ``der(x)``, o
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
 
-from msml_dsl.data.csv_source import DataTable, _display
+from msml_dsl.data.csv_source import DataTable, _display, is_number
 from msml_dsl.errors import DiagnosticBag
-from msml_dsl.semantics.model import CheckedModel, ParameterInfo
+from msml_dsl.semantics.model import CheckedModel, ExperimentInfo, ParameterInfo
 from msml_dsl.syntax import ast
 from msml_dsl.syntax.parser import iter_expr
+
+_UNSAFE = re.compile(r"[^\w.+-]+")   # what a label may not keep in names (see _label_names)
 
 
 def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tuple[CheckedModel, dict[str, DataTable]]:
     """The model and its data with one copy of the ODE per experiment (unchanged without ``experiment``)."""
     exp = model.experiment
-    if exp is None or exp.labels:
+    if exp is None or exp.copies:
         return model, tables
     bag = DiagnosticBag(file=model.file)
     observed = [s.name for s in model.data_sources if any(o.source == s.name for o in model.observations)]
@@ -46,19 +54,20 @@ def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tupl
     keys = {}
     for name in observed:
         table = tables[name]
-        column = table.columns[exp.column]
-        missing = np.flatnonzero(~np.isfinite(column))
+        column = table.experiment
+        missing = np.flatnonzero(column == "")
         if missing.size:
             bag.error("E312", f"'{_display(table.path)}' line {table.file_lines[missing[0]]}: the experiment column "
                       f"'{exp.column}' is empty; every row must say which experiment it belongs to",
                       exp.column_span, help="fill in the cell, or drop the row")
         keys[name] = column
     bag.raise_if_errors({model.file: model.program.source})
-    levels = np.unique(np.concatenate([k for k in keys.values()]))
-    labels = tuple(f"{v:g}" for v in levels)
-    rows = {(name, label): np.flatnonzero(keys[name] == v) for name in observed for v, label in zip(levels, labels)}
+    values = _experiment_order([keys[n] for n in observed])
+    labels = _label_names(bag, model, values, [(tables[n], keys[n]) for n in observed])
+    bag.raise_if_errors({model.file: model.program.source})
+    rows = {(name, label): np.flatnonzero(keys[name] == v) for name in observed for v, label in zip(values, labels)}
 
-    for v, label in zip(levels, labels):
+    for label in labels:
         observed_cells = sum(int(np.isfinite(tables[o.source].columns[o.column][rows[o.source, label]]).sum())
                              for o in model.observations)
         if not observed_cells:
@@ -70,8 +79,8 @@ def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tupl
     bag.raise_if_errors({model.file: model.program.source})
 
     per = {p.name for p in model.parameters if p.per}
-    for name, value in model.derived:   # in file order: a derived quantity of a per-experiment one is one too
-        if any(isinstance(n, ast.Name) and n.id in per for n in iter_expr(value)):
+    for name, value in model.derived:   # in file order: a derived quantity of a per-experiment one is one too,
+        if _reads(value, per, exp.source):   # and so is one of a covariate (``derive k = k0 * runs.temp``)
             per.add(name)
     copied = list(model.states) + [p.name for p in model.parameters if p.name in per] + \
         [n for n, _ in model.derived if n in per]
@@ -86,13 +95,14 @@ def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tupl
         parameters += each(p.name, lambda label, nm, _: replace(
             p, name=nm[p.name], args=tuple(_rename(a, nm, {}) for a in p.args),
             depends_on=tuple(nm.get(d, d) for d in p.depends_on))) or [p]
-    derived = []
-    for name, value in model.derived:
-        derived += each(name, lambda label, nm, _: (nm[name], _rename(value, nm, {}))) or [(name, value)]
     reported: set[str] = set()
     covariates = {label: _covariates(bag, model, tables[exp.source], rows[exp.source, label], label, reported)
                   for label in labels}
     bag.raise_if_errors({model.file: model.program.source})
+    derived = []
+    for name, value in model.derived:
+        derived += each(name, lambda label, nm, _: (nm[name], _rename(value, nm, covariates[label]))) or \
+            [(name, value)]
     states, equations, inits, observations = [], {}, {}, []
     for label in labels:
         nm, src = names[label], sources[label]
@@ -114,7 +124,7 @@ def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tupl
             data_sources.append(replace(s, name=sources[label][s.name]))
             split_tables[sources[label][s.name]] = DataTable(
                 sources[label][s.name], t.path, {c: v[r] for c, v in t.columns.items()},
-                {c: v[r] for c, v in t.coordinates.items()}, t.file_lines[r], int(r.size))
+                {c: v[r] for c, v in t.coordinates.items()}, t.file_lines[r], int(r.size), t.experiment[r])
     copies = tuple((n, tuple(names[label][n] for label in labels)) for n in copied)
     split = replace(model, states=tuple(states), parameters=tuple(parameters), equations=equations, inits=inits,
                     data_sources=tuple(data_sources), observations=tuple(observations), derived=tuple(derived),
@@ -122,12 +132,56 @@ def split_experiments(model: CheckedModel, tables: dict[str, DataTable]) -> tupl
     return split, split_tables
 
 
+def describe_experiments(exp: ExperimentInfo, shown: int = 8) -> str:
+    """How many experiments the data hold, and their labels (up to ``shown``; beyond, the first
+    five and the last).
+
+    >>> describe_experiments(ExperimentInfo("run", "d", "run", None, None, labels=("A", "B")))
+    '2 experiments (run = A, B)'
+    >>> describe_experiments(ExperimentInfo("id", "d", "id", None, None, labels=tuple(map(str, range(1, 41)))))
+    '40 experiments (id = 1, 2, 3, 4, 5, ..., 40)'
+    """
+    labels = exp.labels if len(exp.labels) <= shown else (*exp.labels[:5], "...", exp.labels[-1])
+    n = len(exp.labels)
+    return f"{n} experiment{'s' if n != 1 else ''} ({exp.name} = {', '.join(labels)})"
+
+
+def _experiment_order(columns: list[np.ndarray]) -> list[str]:
+    """The experiments' labels in order: by value when every label is a number (``1, 2, 10``),
+    otherwise in order of first appearance (the sources in file order, each from its first row)."""
+    seen = list(dict.fromkeys(v for c in columns for v in c.tolist()))
+    return sorted(seen, key=float) if all(is_number(v) for v in seen) else seen
+
+
+def _label_names(bag, model: CheckedModel, values: list[str], columns) -> tuple[str, ...]:
+    """Each experiment's label as it appears in names (``x0[run=patient_A]``): characters other
+    than letters, digits and ``_ . + -`` become ``_`` (a ``/`` or ``]`` would break the names in
+    saved results, a ``|`` the report tables); two labels that become one name are E315."""
+    exp, names, first = model.experiment, tuple(_UNSAFE.sub("_", v) for v in values), {}
+    for value, name in zip(values, names):
+        if name not in first:
+            first[name] = value
+            continue
+        lines = [next(f"'{_display(t.path)}' line {t.file_lines[np.flatnonzero(c == v)[0]]}"
+                      for t, c in columns if (c == v).any()) for v in (first[name], value)]
+        bag.error("E315", f"the experiments '{first[name]}' ({lines[0]}) and '{value}' ({lines[1]}) would both be "
+                  f"named {exp.name}={name}: a label keeps letters, digits and _ . + -, and other characters "
+                  "become _", exp.column_span, help="rename one of them in the data")
+    return names
+
+
+def _reads(e: ast.Expr, names: set[str], source: str) -> bool:
+    """Whether ``e`` uses one of ``names`` (an element ``k[2]`` included) or a column of ``source``."""
+    return any((isinstance(n, ast.Name) and n.id in names) or (isinstance(n, ast.Index) and n.target.id in names)
+               or (isinstance(n, ast.Attribute) and n.source.id == source) for n in iter_expr(e))
+
+
 def _covariates(bag, model: CheckedModel, table: DataTable, rows: np.ndarray, label: str,
                 reported: set[str]) -> dict[str, ast.Number]:
-    """The experiment's value of each column its equations and initial values read (``runs.dose``),
-    as a number; a column must hold one value within an experiment."""
+    """The experiment's value of each column its equations, initial values and derived quantities
+    read (``runs.dose``), as a number; a column must hold one value within an experiment."""
     exp, out = model.experiment, {}
-    for expr in [*model.equations.values(), *model.inits.values()]:
+    for expr in [*model.equations.values(), *model.inits.values(), *(v for _, v in model.derived)]:
         for node in iter_expr(expr):
             if not isinstance(node, ast.Attribute) or node.source.id != exp.source:
                 continue
@@ -146,9 +200,9 @@ def _covariates(bag, model: CheckedModel, table: DataTable, rows: np.ndarray, la
                 f"takes {distinct.size} values ({', '.join(f'{v:g}' for v in distinct[:3])}" + \
                 (", ...)" if distinct.size > 3 else ")")
             bag.error("E314", f"'{_display(table.path)}': the column '{node.column.id}' {what} in the rows of "
-                      f"{exp.name}={label} (from line {line}); an equation or initial value reads one value per "
-                      "experiment", node.span, help="give the column one value in every row of each experiment, "
-                                                     "or observe it instead")
+                      f"{exp.name}={label} (from line {line}); an equation, initial value or derived quantity reads "
+                      "one value per experiment", node.span,
+                      help="give the column one value in every row of each experiment, or observe it instead")
     return out
 
 
@@ -172,8 +226,8 @@ def _rename(e: ast.Expr, names: dict[str, str], sources: dict[str, object]) -> a
         return replace(e, left=go(e.left), right=go(e.right))
     if isinstance(e, ast.UnaryOp):
         return replace(e, operand=go(e.operand))
-    if isinstance(e, ast.Index):
-        return replace(e, index=go(e.index))
+    if isinstance(e, ast.Index):   # an element of a vector copied per experiment: k[run=2][1]
+        return replace(e, target=go(e.target), index=go(e.index))
     if isinstance(e, ast.ListExpr):
         return replace(e, items=tuple(go(a) for a in e.items))
     if isinstance(e, ast.Evaluated):
@@ -181,4 +235,4 @@ def _rename(e: ast.Expr, names: dict[str, str], sources: dict[str, object]) -> a
     return e
 
 
-__all__ = ["split_experiments"]
+__all__ = ["split_experiments", "describe_experiments"]

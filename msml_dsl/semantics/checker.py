@@ -429,7 +429,8 @@ class _Checker:
                          columns_of: str | None = None, covariates: bool = False) -> set[str]:
         """Check names and calls in an expression; return the parameters it uses.
 
-        ``covariates``: columns of the experiment's data source may appear (ODE equations, initial values).
+        ``covariates``: columns of the experiment's data source may appear (ODE equations, initial values,
+        derived quantities).
         """
         used_params: set[str] = set()
         pool = [n for n in self.declared if self.kind(n) in allowed]
@@ -668,7 +669,7 @@ class _Checker:
         defined: set[str] = set()
         for d in self.p.of_type(ast.DeriveDecl):
             self.check_expression(d.value, allowed=("const", "param", "derived quantity", "unknown"),
-                                  context="a derived quantity")
+                                  context="a derived quantity", covariates=True)   # one per experiment
             for node in iter_expr(d.value):
                 if isinstance(node, ast.Name) and self.kind(node.id) == "derived quantity" and node.id not in defined:
                     self.bag.error("E250", f"the derived quantity '{d.name.id}' uses '{node.id}', which is derived "
@@ -700,9 +701,6 @@ class _Checker:
                                "shared by every experiment", _join(d.representation.span, d.per.span),
                                help="give the term an input that differs between experiments, or make a parameter "
                                     "per experiment")
-            elif d.size is not None:
-                self.bag.error("E247", f"the vector parameter '{d.name.id}' cannot be per experiment yet", d.per.span,
-                               help="declare one scalar parameter per element, each 'per " + d.per.id + "'")
         if not decls:
             return None
         d = decls[0]

@@ -52,8 +52,9 @@ class ExperimentInfo:
     """``experiment run = runs.run``: the model is solved once per distinct value of that column.
 
     ``labels`` and ``copies`` are filled when the data split the model (``data/experiments.py``):
-    each experiment's value as text, and each declared name with per-experiment copies (states,
-    ``per`` parameters, derived quantities that use them) -> its copies' names, in label order.
+    each experiment's label as it appears in names (``1``, ``patient_A``), and each declared name
+    with per-experiment copies (states, ``per`` parameters, derived quantities that use them or a
+    covariate) -> its copies' names, in label order. ``check_file`` fills ``labels`` alone.
     """
 
     name: str

@@ -14,11 +14,32 @@ from msml_dsl.errors import MsmlError
 
 GOOD = Path(__file__).resolve().parents[1] / "golden" / "good"
 
+DECAY = """model m
+time t in [0, 4]
+state y
+data d = csv("runs.csv")
+experiment subject = d.subject
+param y0 ~ Normal(5, 2) per subject
+param sigma ~ HalfNormal(1)
+equation der(y) = -y
+init y = y0
+observe d.y ~ Normal(y, sigma)
+"""
+
 
 def _model(tmp_path, text: str, rows: list[str]) -> Path:
     (tmp_path / "runs.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "m.msml").write_text(text)
     return tmp_path / "m.msml"
+
+
+def _write_wide_csv(tmp_path) -> None:
+    """The golden runs.csv in wide format (t, y1, y2, y3) for the hand-copied models."""
+    long_rows = (GOOD / "runs.csv").read_text().split()
+    data = np.array([[float(v) for v in r.split(",")] for r in long_rows[1:]])
+    (tmp_path / "wide.csv").write_text("t,y1,y2,y3\n" + "\n".join(
+        f"{t:g}," + ",".join(f"{data[(data[:, 0] == r) & (data[:, 1] == t)][0, 2]:.4f}" for r in (1, 2, 3))
+        for t in np.unique(data[:, 1])) + "\n")
 
 
 def test_split_names_each_copy_and_keeps_shared_things_once():
@@ -34,11 +55,7 @@ def test_split_names_each_copy_and_keeps_shared_things_once():
 
 
 def test_split_model_has_the_density_of_the_hand_copied_model(tmp_path):
-    long_rows = (GOOD / "runs.csv").read_text().split()
-    data = np.array([[float(v) for v in r.split(",")] for r in long_rows[1:]])
-    (tmp_path / "wide.csv").write_text("t,y1,y2,y3\n" + "\n".join(
-        f"{t:g}," + ",".join(f"{data[(data[:, 0] == r) & (data[:, 1] == t)][0, 2]:.4f}" for r in (1, 2, 3))
-        for t in np.unique(data[:, 1])) + "\n")
+    _write_wide_csv(tmp_path)
     (tmp_path / "wide.msml").write_text("""model wide
 time t in [0, 4]
 state y1, y2, y3
@@ -91,17 +108,7 @@ observe d.z ~ Normal(y / 3, sigma)
 
 
 def test_time_order_is_checked_within_each_experiment(tmp_path):
-    text = """model m
-time t in [0, 4]
-state y
-data d = csv("runs.csv")
-experiment run = d.run
-param y0 ~ Normal(5, 2) per run
-param sigma ~ HalfNormal(1)
-equation der(y) = -y
-init y = y0
-observe d.y ~ Normal(y, sigma)
-"""
+    text = DECAY.replace("subject", "run")
     msml_dsl.check_file(_model(tmp_path, text, ["run,t,y", "1,0,5", "2,0,4", "1,1,3", "2,1,2"]))   # interleaved
     with pytest.raises(MsmlError) as info:
         msml_dsl.check_file(_model(tmp_path, text, ["run,t,y", "1,0,5", "1,2,3", "2,0,4", "1,1,2"]))
@@ -119,3 +126,97 @@ def test_python_api_compiles_experiment_text_like_a_file():
 def test_a_column_constant_within_each_experiment_is_a_covariate_of_its_equations():
     m = msml_dsl.compile_file(GOOD / "experiment_dose.msml")
     assert [str(i) for i in m.ir.ode.inits] == ["1.0/V", "2.0/V", "1.0/V"]     # dose of runs 1, 2, 3
+
+
+# --- experiments named by text (issue 5) -------------------------------------------------------
+
+def test_text_experiment_ids_name_the_experiments_in_order_of_first_appearance(tmp_path):
+    rows = ["subject,t,y", "mouse-3,0,5", "patient_A,0,4", "mouse-3,1,3", "7,0,6", "patient_A,1,2", "7,1,4"]
+    m = msml_dsl.compile_file(_model(tmp_path, DECAY, rows))
+    assert m.checked.experiment.labels == ("mouse-3", "patient_A", "7")   # mixed text and numbers: file order
+    assert [p.name for p in m.ir.parameters][:3] == ["y0[subject=mouse-3]", "y0[subject=patient_A]", "y0[subject=7]"]
+    assert [o.values.tolist() for o in m.ir.observations] == [[5.0, 3.0], [4.0, 2.0], [6.0, 4.0]]
+    assert [o.file_lines.tolist() for o in m.ir.observations] == [[2, 4], [3, 6], [5, 7]]
+
+
+def test_numeric_ids_stay_sorted_by_value_in_one_spelling_with_every_digit(tmp_path):
+    rows = ["subject,t,y", "10,0,5", "2,0,4", "1234567,0,3", "1234568,0,2", "2.0,1,3", "02,2,2.5"]
+    checked = msml_dsl.check_file(_model(tmp_path, DECAY, rows))
+    assert checked.experiment.labels == ("2", "10", "1234567", "1234568")   # 2, 2.0 and 02 are one experiment
+    assert checked.states == ("y",)                                          # the model as written
+
+
+def test_labels_that_would_break_names_are_rewritten_and_a_clash_is_reported(tmp_path):
+    rows = ["subject,t,y", "patient B/2,0,5", "a|b]c,0,4", "x=1,0,3"]
+    assert msml_dsl.check_file(_model(tmp_path, DECAY, rows)).experiment.labels == ("patient_B_2", "a_b_c", "x_1")
+    with pytest.raises(MsmlError) as info:
+        msml_dsl.check_file(_model(tmp_path, DECAY, ["subject,t,y", "patient B,0,5", "patient_B,0,4"]))
+    [d] = info.value.diagnostics
+    assert d.code == "E315" and "'patient B' (" in d.message and "runs.csv' line 2) and 'patient_B' (" in d.message
+    assert "runs.csv' line 3) would both be named subject=patient_B" in d.message
+
+
+def test_an_empty_text_id_and_time_order_within_text_experiments_are_located(tmp_path):
+    with pytest.raises(MsmlError) as info:
+        msml_dsl.check_file(_model(tmp_path, DECAY, ["subject,t,y", "A,0,5", "NA,1,4", "B,0,3"]))
+    assert [d.code for d in info.value.diagnostics] == ["E312"] and "line 3" in info.value.diagnostics[0].message
+    with pytest.raises(MsmlError) as info:
+        msml_dsl.check_file(_model(tmp_path, DECAY, ["subject,t,y", "A,0,5", "B,2,4", "A,1,3", "B,1,2"]))
+    assert [d.code for d in info.value.diagnostics] == ["E308"] and "line 5" in info.value.diagnostics[0].message
+
+
+def test_msml_check_says_how_many_experiments_and_abbreviates_many(tmp_path, capsys):
+    from msml_dsl.cli import main
+
+    assert main(["check", str(GOOD / "experiment_subjects.msml")]) == 0
+    assert "3 experiments (subject = patient_A, mouse-3, patient_B)" in capsys.readouterr().out
+    rows = ["subject,t,y"] + [f"s{i},0,{i}" for i in range(1, 41)]
+    assert main(["check", str(_model(tmp_path, DECAY, rows))]) == 0
+    assert "40 experiments (subject = s1, s2, s3, s4, s5, ..., s40)" in capsys.readouterr().out
+    assert main(["check", str(GOOD / "decay_base.msml")]) == 0    # no experiment statement: no count
+    assert "experiment" not in capsys.readouterr().out
+
+
+# --- per-experiment covariates in derive and observe -------------------------------------------
+
+def test_a_derived_quantity_of_a_covariate_is_one_per_experiment_and_map_recovers_it():
+    m = msml_dsl.compile_file(GOOD / "experiment_subjects.msml")   # simulated: k0 = 0.5, y0 = 5, 3, 6.5
+    assert [n for n, _ in m.ir.derived] == ["k[subject=patient_A]", "k[subject=mouse-3]", "k[subject=patient_B]"]
+    assert [str(v) for _, v in m.ir.derived] == ["k0", "2.71828182845905*k0", "1.64872127070013*k0"]
+    fit = m.map(seed=0, starts=4)
+    assert fit.values["k0"] == pytest.approx(0.5, rel=0.05)
+    assert [fit.values[f"y0[subject={s}]"] for s in ("patient_A", "mouse-3", "patient_B")] == \
+        pytest.approx([5.0, 3.0, 6.5], abs=0.15)
+    assert fit.derived["k[subject=mouse-3]"] == pytest.approx(0.5 * np.e, rel=0.05)
+
+
+def test_an_observation_reads_its_own_rows_of_a_column(tmp_path):
+    rows = ["subject,t,y,scale", "A,0,5,1", "A,1,3,1.5", "B,0,4,2", "B,1,2,2.5"]
+    text = DECAY.replace("Normal(y, sigma)", "Normal(y * d.scale, sigma)")
+    m = msml_dsl.compile_file(_model(tmp_path, text, rows))
+    assert [list(o.covariates.values())[0].tolist() for o in m.ir.observations] == [[1.0, 1.5], [2.0, 2.5]]
+
+
+# --- per on vector parameters -------------------------------------------------------------------
+
+def test_a_vector_parameter_per_experiment_has_the_density_of_hand_copied_vectors(tmp_path):
+    split = msml_dsl.compile_file(GOOD / "experiment_per_vector.msml")
+    assert [p.name for p in split.ir.parameters] == ["k", "x0[run=1]", "x0[run=2]", "x0[run=3]", "sigma"]
+    assert [p.shape for p in split.ir.parameters[1:4]] == [(2,)] * 3
+    assert [str(i) for i in split.ir.ode.inits[:2]] == ["x0[run=1][1]", "x0[run=1][2]"]
+    _write_wide_csv(tmp_path)
+    (tmp_path / "wide.msml").write_text("model wide\ntime t in [0, 4]\nstate y1, y2, y3, z1, z2, z3\n"
+                                        "data d = csv(\"wide.csv\")\nparam k ~ LogNormal(0, 1)\n"
+                                        + "".join(f"param a{i}[2] ~ Normal(5, 2)\n" for i in (1, 2, 3))
+                                        + "param sigma ~ HalfNormal(1)\n"
+                                        + "".join(f"equation der(y{i}) = -k * y{i}\nequation der(z{i}) = k * y{i} - "
+                                                  f"z{i}\ninit y{i} = a{i}[1]\ninit z{i} = a{i}[2]\n"
+                                                  f"observe d.y{i} ~ Normal(y{i} + z{i}, sigma)\n" for i in (1, 2, 3)))
+    wide = msml_dsl.compile_file(tmp_path / "wide.msml").program
+    vectors = {1: [5.1, 0.2], 2: [2.9, 0.1], 3: [6.2, 0.3]}
+    values = {"k": np.array([0.6]), "sigma": np.array([0.2]),
+              **{f"x0[run={r}]": np.array([v]) for r, v in vectors.items()}}
+    renamed = {"k": values["k"], "sigma": values["sigma"], **{f"a{r}": np.array([v]) for r, v in vectors.items()}}
+    u_split, _ = split.program.potential_and_grad(split.program.to_unconstrained(values))
+    u_wide, _ = wide.potential_and_grad(wide.to_unconstrained(renamed))
+    assert u_split == pytest.approx(u_wide, rel=1e-10)
