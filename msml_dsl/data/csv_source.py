@@ -105,11 +105,13 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
             continue
         columns: dict[str, np.ndarray] = {}
         experiment = model.experiment.column if model.experiment is not None else None
+        as_labels = experiment in needed and needed[experiment] is model.experiment.column_span   # read only as IDs
         labels = None
         for column in needed:
             values = np.full(len(frame), np.nan)
             if column == experiment:   # experiments may be named by text (patient_A): read it as labels
                 labels = np.array([experiment_label(c) for c in frame[column].tolist()], dtype=object)
+            bad = []
             for i, cell in enumerate(frame[column].tolist()):
                 text = cell.strip()
                 if text == "" or text.lower() in ("na", "nan"):
@@ -117,10 +119,12 @@ def load_data(model: CheckedModel) -> dict[str, DataTable]:
                 try:
                     values[i] = float(text)
                 except ValueError:
-                    if column == experiment:
-                        continue
-                    bag.error("E304", f"'{shown}' line {i + 2}, column '{column}': '{text}' is not a number",
-                              needed[column], help="use a number, or leave the cell empty for a missing value")
+                    bad.append((i, text))
+            if bad and not (column == experiment and as_labels):   # once per column: a text column has many
+                (i, text), more = bad[0], len(bad) - 1
+                bag.error("E304", f"'{shown}' line {i + 2}, column '{column}': '{text}' is not a number"
+                          + (f" (nor are {more} more cells of the column)" if more else ""),
+                          needed[column], help="use a number, or leave the cell empty for a missing value")
             columns[column] = values
         lines = np.arange(len(frame)) + 2
         coordinates = {}
@@ -173,12 +177,14 @@ def _columns_used(model: CheckedModel, src: DataSourceInfo) -> dict[str, object]
         if obs.source != src.name:
             continue
         needed.setdefault(obs.column, obs.column_span)
-        if model.experiment is not None:   # every observed source says which experiment each row belongs to
-            needed.setdefault(model.experiment.column, model.experiment.column_span)
         for a in obs.args:
             for node in iter_expr(a):
                 if isinstance(node, ast.Attribute):
                     needed.setdefault(node.column.id, node.column.span)
+    if model.experiment is not None and any(o.source == src.name for o in model.observations):
+        # every observed source says which experiment each row belongs to; last, so that a column
+        # also read as a number above keeps that span (its text cells are then E304)
+        needed.setdefault(model.experiment.column, model.experiment.column_span)
     return needed
 
 

@@ -220,3 +220,12 @@ def test_a_vector_parameter_per_experiment_has_the_density_of_hand_copied_vector
     u_split, _ = split.program.potential_and_grad(split.program.to_unconstrained(values))
     u_wide, _ = wide.potential_and_grad(wide.to_unconstrained(renamed))
     assert u_split == pytest.approx(u_wide, rel=1e-10)
+
+
+def test_text_ids_read_as_a_number_elsewhere_are_not_numbers(tmp_path):
+    text = DECAY.replace("Normal(y, sigma)", "Normal(y * d.subject, sigma)")
+    with pytest.raises(MsmlError) as info:
+        msml_dsl.check_file(_model(tmp_path, text, ["subject,t,y", "1,0,5", "A,0,4"]))
+    [d] = info.value.diagnostics
+    assert d.code == "E304" and "line 3, column 'subject': 'A' is not a number" in d.message
+    assert d.span.line == 10                                           # at the use, not at the experiment
