@@ -229,3 +229,16 @@ def test_text_ids_read_as_a_number_elsewhere_are_not_numbers(tmp_path):
     [d] = info.value.diagnostics
     assert d.code == "E304" and "line 3, column 'subject': 'A' is not a number" in d.message
     assert d.span.line == 10                                           # at the use, not at the experiment
+
+
+def test_names_from_labels_with_slashes_and_bars_survive_a_netcdf_round_trip(tmp_path):
+    from msml_dsl.diagnostics import build_inference_data, load_netcdf, save_netcdf
+
+    rows = ["subject,t,y", "patient/B,0,5", "patient/B,1,3", "a|b c,0,4", "a|b c,1,2"]
+    m = msml_dsl.compile_file(_model(tmp_path, DECAY, rows))
+    names = [p.name for p in m.ir.parameters]
+    assert names == ["y0[subject=patient_B]", "y0[subject=a_b_c]", "sigma"]   # a '/' would fail to save
+    data = build_inference_data(posterior={n: np.zeros((1, 3)) for n in names},
+                                observed_data={o.name: o.values for o in m.ir.observations})
+    save_netcdf(data, tmp_path / "posterior.nc")
+    assert list(load_netcdf(tmp_path / "posterior.nc").posterior.data_vars) == names
