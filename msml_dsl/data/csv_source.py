@@ -262,7 +262,7 @@ def _check_observed_values(bag, model: CheckedModel, tables: dict[str, DataTable
                 i = bad[0]
                 bag.error("E310", f"'{shown}' line {table.file_lines[i]}, column '{obs.column}': {values[i]:g} is not a "
                           f"count, but {obs.distribution} observes counts (whole numbers >= 0)", obs.span)
-        elif obs.distribution in ("LogNormal", "Gamma", "Exponential", "HalfNormal"):
+        elif obs.distribution in ("LogNormal", "Gamma", "InverseGamma", "Exponential", "HalfNormal"):
             bad = np.flatnonzero(finite & (values <= 0))
             if bad.size:
                 i = bad[0]
