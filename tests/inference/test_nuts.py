@@ -324,3 +324,23 @@ def test_fixed_step_size_no_warmup():
     assert res.tree_depth.max() <= 3
     assert np.all(res.n_leapfrog <= 2 ** 3 - 1)
     assert res.tree_depth.max() == 3  # hits the cap with this small step
+
+
+@pytest.mark.parametrize("metric", ["diag", "dense"])
+def test_stepsize_search_stays_near_a_steep_start(metric):
+    # A narrow posterior (sd 0.01) and chains started 5 sd out: the gradient is 500. Stan's search
+    # would try eps = 1 first, whose half kick throws the position 250 units (25,000 sd) away;
+    # for an ODE model such points are stiff and cost seconds per solve. The search must stay near.
+    sd = 0.01
+    fn = gaussian_potential([0.0, 0.0], np.diag([sd ** 2, sd ** 2]))
+    seen = []
+
+    def recording(z):
+        seen.append(np.abs(z).max())
+        return fn(z)
+
+    # warmup=0 without a step size runs the search alone; its result is the step size reported
+    res = run_nuts(recording, np.full((2, 2), 5 * sd), warmup=0, draws=0, seed=3, metric=metric)
+    assert max(seen) < 100 * sd
+    # and the step size it finds is on the posterior's scale (leapfrog's stability limit is 2 sd)
+    assert np.all(res.step_size > 0.5 * sd) and np.all(res.step_size < 5 * sd)
