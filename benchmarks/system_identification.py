@@ -12,6 +12,9 @@ msml:
   * ``map``: the posterior mode from that start (``map(init=derivatives)``), through the ODE solution;
   * ``nuts`` (``--nuts``): the file's ``infer nuts(...)`` (4 chains, dense metric): inclusion
     probabilities P(|c| s > 3), posterior medians, divergences, R-hat.
+  * ``map refit`` (and ``nuts refit`` with ``--nuts``): select, then refit, as PySINDy's STLSQ refits
+    least squares on the terms it keeps: the fit's ``identified_refit_model()`` (each term a library
+    of its kept candidates, c s ~ Normal(0, slab) without the spike) fitted again the same way.
 PySINDy (optional: ``pip install pysindy``): STLSQ (threshold 0.1, its default) on finite-difference
 and on smoothed finite-difference derivatives, and E-SINDy (100 bagged STLSQ models, inclusion =
 share of models with the term; Fasel et al. 2022).
@@ -86,6 +89,27 @@ def _by_label(term, values) -> np.ndarray:
     return np.array([values[labels.index(lab)] for lab in LABELS], dtype=float)
 
 
+def _kept_by_label(identified) -> tuple[np.ndarray, np.ndarray]:
+    """Medians and inclusion of a refit term (its kept candidates only) in LABELS order, 0 elsewhere."""
+    values = {c.label: c for c in identified.candidates}
+    medians = np.array([values[lab].median if lab in values else 0.0 for lab in LABELS])
+    return medians, np.array([values[lab].inclusion if lab in values else 0.0 for lab in LABELS])
+
+
+def _refit(fit, method: str):
+    """Select, then refit: the fit's identified_refit_model() compiled and fitted by ``method``."""
+    import msml_dsl
+
+    model = msml_dsl.compile_source(fit.identified_refit_model(), name="identified_refit.msml", base_dir=MODEL)
+    _ = model.program
+    t0 = time.perf_counter()
+    refit = model.map(init="derivatives") if method == "map" else model.run()
+    seconds = time.perf_counter() - t0
+    kept = {t.name: _kept_by_label(t) for t in refit.identified()}
+    return Result(f"msml {method} refit (selected terms)", {t: kept[t][0] for t in TERMS},
+                  {t: kept[t][1] for t in TERMS}, seconds), refit
+
+
 def run_msml(nuts: bool, file: Path) -> tuple[list[Result], dict]:
     import msml_dsl
     from msml_dsl.inference.library_warm_start import derivative_fit
@@ -110,6 +134,7 @@ def run_msml(nuts: bool, file: Path) -> tuple[list[Result], dict]:
                           {t: _by_label(terms[t], [c.median for c in at_mode[t].candidates]) for t in TERMS},
                           {t: _by_label(terms[t], [c.inclusion for c in at_mode[t].candidates]) for t in TERMS},
                           seconds))
+    results.append(_refit(mode, "map")[0])
     extra = {"compile_s": compile_s}
     if nuts:
         t0 = time.perf_counter()
@@ -133,6 +158,13 @@ def run_msml(nuts: bool, file: Path) -> tuple[list[Result], dict]:
             "intervals": intervals, "inclusion": inclusion, "medians": medians,
             "identified": "\n".join(f"{t}(x, y, z) = {identified[t].expression()}" for t in TERMS),
         })
+        result, refit = _refit(posterior, "nuts")
+        results.append(result)
+        stats = refit.sample.sample_stats
+        table = refit.summary_table()
+        extra["refit"] = (f"{int(np.sum(stats['diverging']))} divergent of {int(np.size(stats['diverging']))} "
+                          f"transitions, max R-hat {float(np.nanmax(table['r_hat'])):.4f}, min bulk ESS "
+                          f"{float(np.nanmin(table['ess_bulk'])):.0f}")
     return results, extra
 
 
@@ -217,6 +249,7 @@ def main() -> None:
                 print(f"  {t}[{lab}]: truth {v:.4g}, median {extra['medians'][t][k]:.4f}, 90 % [{lo:.4f}, {hi:.4f}], "
                       f"P(included) {extra['inclusion'][t][k]:.3f}")
         print("identified:\n" + extra["identified"])
+        print(f"msml nuts refit: {extra['refit']}")
 
 
 if __name__ == "__main__":

@@ -284,6 +284,16 @@ class _UnknownTermReports:
 
         return rewrite_model(self.model.checked.program, self.identified())
 
+    def identified_refit_model(self, form: str = "library", folder: str | Path | None = None) -> str:
+        """Select, then refit: the model with each library term reduced to its kept candidates, their
+        coefficients re-estimated with the slab as prior (``form="library"``: a library of those
+        candidates, ``sparsity=normal(slab)``; ``"parameters"``: one parameter each, ``fy_x_z``). Fit
+        it to estimate them on the selected structure alone: its intervals ignore the uncertainty of
+        the selection. With ``folder``, relative data paths resolve from that folder."""
+        from msml_dsl.diagnostics.identified import rewrite_model
+
+        return rewrite_model(self.model.checked.program, self.identified(), refit=form, folder=folder)
+
     def plot_unknowns(self, folder: str | Path) -> list[Path]:
         """unknown_NAME.png per unknown term: median and 90 % band over the data's range."""
         from msml_dsl.diagnostics.unknown_plots import plot_unknown_terms
@@ -484,11 +494,13 @@ def _identified_text(fit) -> str:
 
 
 def _save_unknowns(fit, folder: Path) -> None:
-    """identified.msml (library terms made explicit) and a plot per unknown term."""
+    """identified.msml (library terms made explicit), identified_refit.msml (libraries of the kept
+    candidates, to refit) and a plot per unknown term."""
     if not fit.model.ir.unknowns:
         return
     if any(t.kind == "library" for t in fit.model.ir.unknowns):
         _atomic_write(folder / "identified.msml", fit.identified_model())
+        _atomic_write(folder / "identified_refit.msml", fit.identified_refit_model(folder=folder))
     try:
         fit.plot_unknowns(folder)
     except ImportError:  # matplotlib is an optional extra
