@@ -7,8 +7,8 @@
    model (GPyLinearMultiFidelityModel, RBF kernels, noise fixed at 0, 5 optimiser restarts).
 2. The nonlinear pair of Perdikaris et al. (2017), 50 low and 14 high points: the nonlinear
    link (NARGP form) against the linear (Kennedy–O'Hagan) link on 1,000 held-out points.
-3. pk_coarse_fine: the coarse Euler solve corrected by eight measurements, against a GP on
-   the measurements alone (default priors) and the coarse solve alone, on 481 truth points.
+3. pk_coarse_fine: the coarse Euler solve corrected by nine samples assayed in duplicate, against a GP
+   on the measurements alone (default priors) and the coarse solve alone, on 481 truth points.
 
 4. pk_from_file: the same coarse level solved from another file (one_compartment.msml).
 5. fkpp_coarse_fine: the Fisher-KPP PDE of models/fisher_kpp on an 11-node grid at rtol 1e-3,
@@ -19,6 +19,13 @@
                                                                       # --emukit-only --forrester-designs ...
     python benchmarks/multifidelity.py --prior-candidates 0 4 -1      # default priors of link terms compared
                                                                       # (designs; -1: the nonlinear pair)
+    python benchmarks/multifidelity.py --replicates pk fkpp           # calibration over noise replicates (below)
+
+Noise replicates (``replicates``): pk_coarse_fine and fkpp_coarse_fine refitted (``laplace``, the file's
+settings) on the committed data (seed 0) and on the same design with new noise from the folder's
+make_data.py (seeds 1-5); coverage of the truth.csv values by the mixture's and the linearised bands,
+per replicate and as mean (range), with the coverage on parts of the truth (PK: up to 12 h and the
+12-24 h gap; Fisher-KPP: at the coarse grid's nodes and between them) and the MAP noise sd.
 
 Other Forrester designs (``forrester_design``): design s has 11 low points from a Latin hypercube
 (scipy, seed s) and 4 high points among them (numpy default_rng(s)); the book's design is s = 0.
@@ -233,7 +240,78 @@ def prior_candidates(names, seeds) -> None:
         setattr(F, k, v)
 
 
+def load_script(folder: Path, name: str = "make_data"):
+    """The module folder/name.py (a model's data script), under a name of its own."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_{folder.name}_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def replicate_model(name: str, seed: int):
+    """The model of ``name`` (pk, fkpp) on its committed data (seed 0) or on new noise (the folder's
+    make_data.py, written to a temporary folder): (compiled model, truth inputs, truth values, parts)."""
+    import tempfile
+
+    folder = MODELS / {"pk": "pk_coarse_fine", "fkpp": "fkpp_coarse_fine"}[name]
+    text = (folder / "model.msml").read_text().replace('model="../', f'model="{MODELS}/')
+    truth = pd.read_csv(folder / "truth.csv")
+    base = folder
+    if seed:
+        base = Path(tempfile.mkdtemp(prefix=f"{name}_s{seed}_"))
+        data = load_script(folder)
+        if name == "pk":
+            data.write_plasma(base / "plasma.csv", seed)
+        else:
+            data.write_scans(base / "scans.csv", seed)
+    if name == "pk":
+        X, y = truth.t.values, truth.conc.values
+        parts = {"<=12 h": X <= 12, "12-24 h": X > 12}
+    else:
+        X, y = {"x": truth.position_mm.values, "t": truth.day.values}, truth.density.values
+        spacing = 10 / (int(text.split("points=")[1].split(",")[0]) - 1)
+        phase = np.round(X["x"] / spacing % 1, 6)
+        parts = {"nodes": phase == 0, "between": phase != 0}
+    return compile_source(text, "model.msml", device="cpu", base_dir=base), X, y, parts
+
+
+def covered(fit, X, y):
+    p = fit.predict(X)
+    return (y >= p.lower) & (y <= p.upper)
+
+
+def replicates(names, seeds=(0, 1, 2, 3, 4, 5)) -> None:
+    """Calibration over noise replicates (the module docstring)."""
+    for name in names:
+        print(f"{name}: laplace on noise replicates (seed 0: the committed data)")
+        summary = {"mixture": [], "linearised": []}
+        for seed in seeds:
+            model, X, y, parts = replicate_model(name, seed)
+            fit, t = timed(lambda: model.run(method="laplace"))
+            sigma = fit.parameters()["sigma"]["value"][0]
+            ks = ",".join(f"{b.stats['khat']:.2f}" for b in fit.state.blocks if b.stats)
+            options = fit.state.options
+            for predictive in summary:
+                fit.state.options = {**options, "predictive": predictive}
+                e, c = fit.evaluate(X, y), covered(fit, X, y)
+                summary[predictive].append((e["rmse"], e["coverage"]))
+                split = ", ".join(f"{k} {100 * c[m].mean():.1f} %" for k, m in parts.items())
+                print(f"  seed {seed} {predictive:<10} rmse {e['rmse']:.4f}  covers {100 * e['coverage']:5.1f} % "
+                      f"({split})  sigma {sigma:.3f}  k {ks}  {t:5.1f} s", flush=True)
+            fit.state.options = options
+        for predictive, rows in summary.items():
+            r, c = np.array(rows).T
+            print(f"  {predictive:<10} coverage {100 * c.mean():.1f} % ({100 * c.min():.1f}-{100 * c.max():.1f}); "
+                  f"rmse {r.mean():.4f} ({r.min():.4f}-{r.max():.4f})")
+
+
 def main() -> None:
+    if "--replicates" in sys.argv:              # --replicates [pk] [fkpp]
+        names = [a for a in sys.argv[sys.argv.index("--replicates") + 1:] if a in ("pk", "fkpp")]
+        replicates(names or ["pk", "fkpp"])
+        return
     if "--prior-candidates" in sys.argv:      # --prior-candidates [designs ...; -1: the nonlinear pair]
         seeds = [int(a) for a in sys.argv[sys.argv.index("--prior-candidates") + 1:] if a.lstrip("-").isdigit()]
         prior_candidates(list(PRIOR_CANDIDATES), seeds or [0, 1, 3, 4, 5, 6, 7, 8, -1])
@@ -274,7 +352,7 @@ def main() -> None:
                        ("linear link rho * low + delta(x) (joint)", "model_linear.msml")):
         both(name, MODELS / "nonlinear_mf" / file, test.x.values, test.y.values, coverages)
 
-    print("3. pk_coarse_fine (coarse Euler solve + 8 measured concentrations), 481 truth points")
+    print("3. pk_coarse_fine (coarse Euler solve + 9 samples x 2 assays), 481 truth points")
     truth = pd.read_csv(MODELS / "pk_coarse_fine" / "truth.csv")
     fit = both("coarse solve + GP discrepancy (joint)", MODELS / "pk_coarse_fine" / "model.msml", truth.t.values,
                truth.conc.values, coverages)
@@ -286,7 +364,7 @@ def main() -> None:
     src = "\n".join(line for line in src.splitlines() if not line.startswith(("unknown delta", "fidelity coarse",
                                                                                "param rho")))
     gp, s = timed(lambda: compile_source(src, "gp_only.msml", device="cpu", base_dir=MODELS / "pk_coarse_fine").run())
-    row("GP on the 8 measurements alone [laplace]", gp.evaluate(truth.t.values, truth.conc.values), s)
+    row("GP on the 18 measurements alone [laplace]", gp.evaluate(truth.t.values, truth.conc.values), s)
 
     print("4. pk_from_file: the coarse level solved from one_compartment.msml (another file)")
     both("coarse level from another file (joint)", MODELS / "pk_coarse_fine" / "model_from_file.msml",

@@ -108,10 +108,41 @@ def test_nargp_integrated_bands_cover_held_out_truth():
     assert e["rmse"] < 0.03                                 # measured 0.0150 (linear link: 0.38)
 
 
+def _benchmark():
+    """benchmarks/multifidelity.py as a module: its noise replicates are the ones reported."""
+    import importlib.util
+
+    path = MODELS.parent / "benchmarks" / "multifidelity.py"
+    spec = importlib.util.spec_from_file_location("_benchmark_multifidelity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def replicate_coverages(name):
+    """The default fit (laplace, the file's settings) on the committed data and five noise
+    replicates of the same design (the folder's make_data.py, seeds 1-5): coverage of the whole
+    truth.csv per replicate, and the RMSEs."""
+    bench = _benchmark()
+    coverages, rmses = [], []
+    for seed in range(6):
+        model, X, y, _ = bench.replicate_model(name, seed)
+        fit = model.run(method="laplace")
+        e = fit.evaluate(X, y)
+        assert all(b.stats["khat"] < 0.7 for b in fit.state.blocks)
+        coverages.append(e["coverage"])
+        rmses.append(e["rmse"])
+    return np.array(coverages), np.array(rmses)
+
+
 @pytest.mark.slow
-def test_pk_integrated_bands_cover_held_out_truth():
-    """Eight noisy measurements: integrated bands are conservative here (100 % of 481 points on
-    every noise replicate: the noise is over-estimated, docs/fidelity.md), so only the lower end is
-    the binomial one. Over-wide bands are a known limit, not something this test hides."""
-    truth = pd.read_csv(MODELS / "pk_coarse_fine" / "truth.csv")
-    held_out_check("pk_coarse_fine", truth.t.values, truth.conc.values, seed=13, upper=1.0)
+def test_pk_bands_are_calibrated_over_noise_replicates():
+    """Nine samples assayed in duplicate (the pairs identify the assay error): mean coverage of
+    the 481-point truth curve over six replicates 96.6 % (94.6-99.2 %), RMSE 0.220 mg/L mean. With
+    eight single samples it was 99.9 % (99.6-100 %): the noise was over-estimated. The issue's
+    band is asserted on the mean; single replicates may exceed 0.98 (one, 99.2 %), none is below 0.90."""
+    cov, rmse = replicate_coverages("pk")
+    assert 0.90 <= cov.mean() <= 0.98
+    assert cov.min() >= 0.90
+    assert rmse.mean() < 0.25                              # measured 0.220 (single samples: 0.222)
+

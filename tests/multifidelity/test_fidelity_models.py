@@ -1,5 +1,6 @@
-"""The fidelity models in models/: each against its known truth (MAP fits, fixed seeds; the
-models' own default, ``infer laplace``, is tested in test_fidelity_calibration.py).
+"""The fidelity models in models/: each against its known truth (fixed seeds; MAP fits, and the
+models' own default, ``infer laplace``, for the two coarse simulators, whose bands must cover 90-98 %
+of the truth on the committed data; over noise replicates in test_fidelity_calibration.py).
 
 Tolerances are set from the measured values (in the READMEs) with a margin for other BLAS
 builds: the MAP of a few hyperparameters from eight fixed starts is deterministic up to rounding.
@@ -67,10 +68,12 @@ def test_nonlinear_link_beats_the_linear_one():
 
 
 def test_pk_coarse_simulation_corrected_by_measurements():
+    """The default fit (laplace) on nine samples assayed in duplicate."""
     truth = pd.read_csv(MODELS / "pk_coarse_fine" / "truth.csv")
-    fit = compile_file(MODELS / "pk_coarse_fine" / "model.msml", device="cpu").run(method="map")
+    fit = compile_file(MODELS / "pk_coarse_fine" / "model.msml", device="cpu").run()
     mf = fit.evaluate(truth.t.values, truth.conc.values)
     coarse = fit.evaluate(truth.t.values, truth.conc.values, level="coarse")
-    assert mf["rmse"] < 0.35                       # measured 0.24 mg/L
-    assert coarse["rmse"] > 3 * mf["rmse"]         # the 1-hour Euler solve alone: 2.0 mg/L
-    assert 0.9 <= mf["coverage"] <= 1.0            # measured 0.98 on 481 held-out points
+    assert mf["rmse"] < 0.25                       # measured 0.180 mg/L
+    assert coarse["rmse"] > 3 * mf["rmse"]         # the 1-hour Euler solve alone: 1.6 mg/L
+    assert 0.90 <= mf["coverage"] <= 0.98          # measured 0.965 on 481 held-out points
+
