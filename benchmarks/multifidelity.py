@@ -11,8 +11,8 @@
    on the measurements alone (default priors) and the coarse solve alone, on 481 truth points.
 
 4. pk_from_file: the same coarse level solved from another file (one_compartment.msml).
-5. fkpp_coarse_fine: the Fisher-KPP PDE of models/fisher_kpp on an 11-node grid at rtol 1e-3,
-   corrected by 50 noisy scans, against the coarse solve alone, on 820 held-out field values.
+5. fkpp_coarse_fine: the Fisher-KPP PDE of models/fisher_kpp on a 21-node grid at rtol 1e-3,
+   corrected by 100 noisy scan values, against the coarse solve alone, on 820 held-out field values.
 
     python benchmarks/multifidelity.py --forrester-seeds    # Forrester laplace over seeds, both amplitude priors
     python benchmarks/multifidelity.py --forrester-designs 1 2 3      # other designs (below); Emukit too with
@@ -370,7 +370,7 @@ def main() -> None:
     both("coarse level from another file (joint)", MODELS / "pk_coarse_fine" / "model_from_file.msml",
          truth.t.values, truth.conc.values, coverages)
 
-    print("5. fkpp_coarse_fine (Fisher-KPP on 11 nodes at rtol 1e-3 + 50 scans), 820 held-out field values")
+    print("5. fkpp_coarse_fine (Fisher-KPP on 21 nodes at rtol 1e-3 + 100 scan values), 820 held-out field values")
     field = pd.read_csv(MODELS / "fkpp_coarse_fine" / "truth.csv")
     X = {"x": field.position_mm.values, "t": field.day.values}
     fit = both("coarse PDE grid + GP discrepancy delta(x, t)", MODELS / "fkpp_coarse_fine" / "model.msml", X,

@@ -146,3 +146,13 @@ def test_pk_bands_are_calibrated_over_noise_replicates():
     assert cov.min() >= 0.90
     assert rmse.mean() < 0.25                              # measured 0.220 (single samples: 0.222)
 
+
+@pytest.mark.slow
+def test_fkpp_bands_are_calibrated_over_noise_replicates():
+    """The 21-node grid and 20 scan positions per session at every phase of it: mean coverage of
+    the 820 held-out field values 96.8 % (94.3-98.3 %), RMSE 0.0063 mean. With 11 nodes and ten
+    probes at the grid's midpoints: 89.6 % (79.8 % at the nodes no probe saw), RMSE 0.0172."""
+    cov, rmse = replicate_coverages("fkpp")
+    assert 0.90 <= cov.mean() <= 0.98
+    assert cov.min() >= 0.90
+    assert rmse.mean() < 0.01                              # measured 0.0063

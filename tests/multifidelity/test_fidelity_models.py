@@ -77,3 +77,12 @@ def test_pk_coarse_simulation_corrected_by_measurements():
     assert coarse["rmse"] > 3 * mf["rmse"]         # the 1-hour Euler solve alone: 1.6 mg/L
     assert 0.90 <= mf["coverage"] <= 0.98          # measured 0.965 on 481 held-out points
 
+
+def test_fkpp_coarse_grid_corrected_by_scans():
+    """The default fit (laplace) of the 21-node grid on 100 scan values at random positions."""
+    truth = pd.read_csv(MODELS / "fkpp_coarse_fine" / "truth.csv")
+    X = {"x": truth.position_mm.values, "t": truth.day.values}
+    fit = compile_file(MODELS / "fkpp_coarse_fine" / "model.msml", device="cpu").run()
+    mf = fit.evaluate(X, truth.density.values)
+    assert mf["rmse"] < 0.01                       # measured 0.0051 (noise sd 0.03)
+    assert 0.90 <= mf["coverage"] <= 0.98          # measured 0.977 on 820 held-out values
