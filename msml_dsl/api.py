@@ -93,7 +93,9 @@ def _compile(program_ast, device: str) -> "CompiledModel":
     checked, tables = split_experiments(checked, load_data(checked))
     symbolic = build_symbolic(checked)
     ir = lower_to_ir(symbolic, tables)
-    return CompiledModel(checked, symbolic, ir, resolve_device(device))
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        resolve_device(device)                  # an unknown device name is an error now, not at first use
+    return CompiledModel(checked, symbolic, ir, device)
 
 
 @dataclass
@@ -103,8 +105,17 @@ class CompiledModel:
     checked: CheckedModel
     symbolic: "SymbolicModel"
     ir: "ModelIR"
-    device: str = "cpu"
+    requested_device: str = "cpu"           # auto | cpu | cuda[:k], resolved on first use
+    _device: str | None = field(default=None, repr=False)
     _program: object = field(default=None, repr=False)
+
+    @property
+    def device(self) -> str:
+        """The device the model runs on: resolving 'auto' or 'cuda' imports torch, so it waits until a
+        fit needs it and ``msml check`` or a rejected command-line option answers without it."""
+        if self._device is None:
+            self._device = resolve_device(self.requested_device)
+        return self._device
 
     @property
     def program(self):

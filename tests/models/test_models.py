@@ -50,7 +50,8 @@ def test_theophylline_ode_matches_bateman_solution():
 
 
 def test_stiff_pk_recovers_simulation_truth():
-    fit = fit_model("stiff_pk", chains=4, warmup=200, draws=200)
+    # two short chains keep the default suite quick; the full run is the slow test below
+    fit = fit_model("stiff_pk", chains=2, warmup=150, draws=150)
     for name, truth in [("CL", 5.0), ("V2", 50.0), ("Vss", 55.0), ("sigma", 0.1)]:
         lo, hi = np.quantile(fit.posterior[name], [0.005, 0.995])
         assert lo < truth < hi, (name, lo, hi)
