@@ -162,3 +162,33 @@ def test_constant_truncation_normalisers_match_scipy(name, args):
             assert got <= -50 or math.isinf(got)
         else:
             assert got == pytest.approx(ref, rel=1e-12, abs=1e-14)
+
+
+DECAY = """model decay
+time t in [0, 10]
+state x
+param k ~ LogNormal(0, 1)
+equation der(x) = -k * x
+init x = 1
+data d = csv("decay.csv")
+observe d.x ~ Normal(x, 0.05)
+solver rk45(rtol=1e-6, atol=1e-8)
+"""
+
+
+def test_a_solve_far_outside_the_posterior_is_abandoned_at_the_step_budget(tmp_path):
+    """At k = 1e13 the explicit solver would grind through all 100,000 steps; the budget (50 x the
+    median of the solves so far, at least 5,000) gives it up and the density is -inf."""
+    (tmp_path / "decay.csv").write_text("t,x\n1,0.37\n5,0.007\n10,0.0\n")
+    program = msml_dsl.compile_source(DECAY, name="decay.msml", base_dir=tmp_path, device="cpu").program
+    density = program.fast
+    z_typical = np.array([[0.0], [0.1], [-0.1]])            # log k near 0: tens of steps
+    u_before, _ = program.potential_and_grad(z_typical)
+    assert np.isfinite(u_before).all()
+    assert density._step_cap() == density.STEP_BUDGET_FLOOR
+    u, g = program.potential_and_grad(np.array([[30.0], [0.0]]))
+    assert np.isinf(u[0]) and u[0] > 0 and np.isfinite(u[1])
+    assert density.abandoned_solves == 1
+    assert density.system.last_nsteps[0] <= density.STEP_BUDGET_FLOOR + 1
+    u_after, _ = program.potential_and_grad(z_typical)        # nothing else changes
+    np.testing.assert_array_equal(u_after, u_before)

@@ -18,6 +18,7 @@ both paths give the same density and gradient.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import math
 import time
@@ -382,8 +383,39 @@ class CompiledDensity:
                                 self._kernels["inits"].address if self.y0_depends_on_parameters else 0,
                                 y0_const)
         self._obs_args = obs.arrays([self._kernels[name].address for name in obs_names])
+        self._steps_seen: collections.deque = collections.deque(maxlen=self._STEP_HISTORY)
+        self.abandoned_solves = 0           # solves given up at the step budget (see _step_cap)
         self._warm_up()
         self.compile_seconds = time.perf_counter() - t_start
+
+    # Step budget. A leapfrog trajectory that diverges, a step-size trial or an optimiser's line
+    # search can ask for a solve far outside the posterior (a rate of 1e15), where an explicit
+    # solver grinds through the whole max_steps: on a 200-state chain each such solve took 20-90 s,
+    # a third of a fit. A solve that needs more than STEP_BUDGET_FACTOR times the median steps of
+    # the recent successful solves (and more than STEP_BUDGET_FLOOR) is abandoned: its density is
+    # -inf, so NUTS counts a divergence and the step-size search or line search backs off -- what
+    # Stan does when a solve exceeds max_num_steps. The file's max_steps stays the hard limit.
+    STEP_BUDGET_FACTOR = 50
+    STEP_BUDGET_FLOOR = 5000
+    _STEP_HISTORY = 256
+
+    def _step_cap(self) -> int:
+        limit = self.ode.solver.max_steps
+        if not self._steps_seen:
+            return limit
+        return int(min(limit, max(self.STEP_BUDGET_FLOOR, self.STEP_BUDGET_FACTOR * float(np.median(self._steps_seen)))))
+
+    def _record_steps(self, ok: np.ndarray) -> None:
+        steps = getattr(self.system, "last_nsteps", None)
+        if steps is None:
+            return
+        steps = np.asarray(steps).reshape(-1)
+        ok = np.asarray(ok).reshape(-1)
+        if steps.shape != ok.shape:
+            return
+        cap = self._step_cap()
+        self.abandoned_solves += int(np.sum(~ok & (steps >= cap) & (cap < self.ode.solver.max_steps)))
+        self._steps_seen.extend(int(k) for k in steps[ok])
 
     _no_y = np.zeros((1, 1, 0))
     _no_sp = np.zeros((1, 1, 0, 0))
@@ -401,8 +433,9 @@ class CompiledDensity:
         if self.ode is not None:
             solver = self.ode.solver
             Y, SP, S0, ok = self.system.solve(y0, p, self.ode.t0, self.ode.output_times, method=solver.method,
-                                              rtol=solver.rtol, atol=solver.atol, max_steps=solver.max_steps,
+                                              rtol=solver.rtol, atol=solver.atol, max_steps=self._step_cap(),
                                               sensitivities=True, y0_sensitivities=self.y0_depends_on_parameters)
+            self._record_steps(ok)
             if S0 is None:
                 S0 = self._no_s0
         else:
