@@ -90,6 +90,7 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str],
     """Starting points for n chains: 'map' (Laplace draws at the best MAP), 'prior', 'uniform', or
     'derivatives' (like 'map', optimising only from library coefficients fitted to smoothed derivatives)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    program.reset_step_budget()
     pot = program.potential_and_grad
     if how in ("prior", "map", "derivatives"):
         prior_draws = program.sample_prior(max(4 * n, 16), seed=seed)
@@ -269,6 +270,7 @@ def map_estimate(program, options: dict) -> tuple[MapResult, dict[str, np.ndarra
     """The posterior mode (no Jacobian: the mode of the constrained density) from several starts."""
     o = {**DEFAULT_MAP, **options}
     rng = np.random.default_rng(o["seed"])
+    program.reset_step_budget()
     prior = program.sample_prior(o["starts"], seed=o["seed"])
     z_prior = program.to_unconstrained({k: prior[k] for k in program.layout})
     starts = np.concatenate([z_prior, rng.uniform(-2, 2, size=(o["starts"], program.dim))])

@@ -192,3 +192,5 @@ def test_a_solve_far_outside_the_posterior_is_abandoned_at_the_step_budget(tmp_p
     assert density.system.last_nsteps[0] <= density.STEP_BUDGET_FLOOR + 1
     u_after, _ = program.potential_and_grad(z_typical)        # nothing else changes
     np.testing.assert_array_equal(u_after, u_before)
+    program.reset_step_budget()                                 # each fit starts afresh (same seed, same draws)
+    assert density._step_cap() == 100_000 and density.abandoned_solves == 0

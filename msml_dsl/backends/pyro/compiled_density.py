@@ -399,6 +399,11 @@ class CompiledDensity:
     STEP_BUDGET_FLOOR = 5000
     _STEP_HISTORY = 256
 
+    def reset_step_budget(self) -> None:
+        """Start the budget afresh (each fit calls this first: the same seed gives the same draws)."""
+        self._steps_seen.clear()
+        self.abandoned_solves = 0
+
     def _step_cap(self) -> int:
         limit = self.ode.solver.max_steps
         if not self._steps_seen:

@@ -278,6 +278,12 @@ class PyroProgram:
                 total = total + site["fn"].log_prob(site["value"])
         return total
 
+    def reset_step_budget(self) -> None:
+        """Forget the solves seen so far, so that each fit's step budget (and so its draws for a given
+        seed) does not depend on what ran before it in the same process."""
+        if self.fast is not None:
+            self.fast.reset_step_budget()
+
     def potential_and_grad(self, z_np: np.ndarray, jacobian: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """U(z) = -log density and its gradient for a batch of unconstrained points (numpy in, numpy out).
 
