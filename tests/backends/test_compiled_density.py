@@ -185,7 +185,7 @@ def test_a_solve_far_outside_the_posterior_is_abandoned_at_the_step_budget(tmp_p
     z_typical = np.array([[0.0], [0.1], [-0.1]])            # log k near 0: tens of steps
     u_before, _ = program.potential_and_grad(z_typical)
     assert np.isfinite(u_before).all()
-    assert density._step_cap() == density.STEP_BUDGET_FLOOR
+    assert density.step_cap == density.STEP_BUDGET_FLOOR
     u, g = program.potential_and_grad(np.array([[30.0], [0.0]]))
     assert np.isinf(u[0]) and u[0] > 0 and np.isfinite(u[1])
     assert density.abandoned_solves == 1
@@ -193,4 +193,4 @@ def test_a_solve_far_outside_the_posterior_is_abandoned_at_the_step_budget(tmp_p
     u_after, _ = program.potential_and_grad(z_typical)        # nothing else changes
     np.testing.assert_array_equal(u_after, u_before)
     program.reset_step_budget()                                 # each fit starts afresh (same seed, same draws)
-    assert density._step_cap() == 100_000 and density.abandoned_solves == 0
+    assert density.step_cap == 100_000 and density.abandoned_solves == 0
