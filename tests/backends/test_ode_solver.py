@@ -390,3 +390,65 @@ def test_parameter_sensitivities_without_initial_value_sensitivities(lv, method)
     assert ok1.all() and ok2.all() and S02 is None and S01.shape == (2, 21, 2, 2)
     np.testing.assert_allclose(Y2, Y1, rtol=1e-5)
     np.testing.assert_allclose(SP2, SP1, rtol=1e-4, atol=1e-6 * np.abs(SP1).max())
+
+
+# --------------------------------------------------------------------------- fused sensitivity kernel
+def _chain(n):
+    t, k, d = sp.symbols("t k d")
+    xs = sp.symbols(f"x1:{n + 1}")
+    rhs = [-k * xs[0]] + [k * xs[i - 1] - (k + d) * xs[i] + sp.sin(t) * xs[i] ** 2 / 100 for i in range(1, n)]
+    return t, list(xs), [k, d], rhs
+
+
+@pytest.mark.parametrize("y0_sensitivities", [False, True])
+def test_fused_kernel_equals_jacobian_product(y0_sensitivities):
+    """f_sens (f and J_y S + J_p as generated straight-line code) gives the solution and sensitivities
+    of f_jac with the generic sparse product, to rounding, with and without initial-value columns."""
+    t, xs, ps, rhs = _chain(6)
+    columns = len(ps) + (len(xs) if y0_sensitivities else 0)
+    fused = compile_ode_system(t, xs, ps, rhs, sens_columns=columns, warmup=False)
+    generic = compile_ode_system(t, xs, ps, rhs, sens_columns=None, warmup=False)
+    assert fused.f_sens is not None and generic.f_sens is None
+    y0 = np.array([[10.0, 0, 0, 0, 0, 0], [8.0, 1.0, 0, 0, 0, 0.5]])
+    p = np.array([[1.5, 0.1], [1.2, 0.3]])
+    times = np.linspace(0.5, 8.0, 9)
+    kw = dict(method="rk45", rtol=1e-9, atol=1e-11, y0_sensitivities=y0_sensitivities)
+    Yf, SPf, S0f, okf = fused.solve(y0, p, 0.0, times, **kw)
+    Yg, SPg, S0g, okg = generic.solve(y0, p, 0.0, times, **kw)
+    assert okf.all() and okg.all()
+    np.testing.assert_allclose(Yf, Yg, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(SPf, SPg, rtol=1e-9, atol=1e-12 * np.abs(SPg).max())
+    if y0_sensitivities:
+        np.testing.assert_allclose(S0f, S0g, rtol=1e-9, atol=1e-12)
+    # the fused path against central differences of the solution itself
+    e = 1e-6
+    for k in range(2):
+        pp, pm = p.copy(), p.copy()
+        pp[:, k] += e
+        pm[:, k] -= e
+        Yp, *_ = fused.solve(y0, pp, 0.0, times, sensitivities=False, **kw)
+        Ym, *_ = fused.solve(y0, pm, 0.0, times, sensitivities=False, **kw)
+        np.testing.assert_allclose(SPf[..., k], (Yp - Ym) / (2 * e), rtol=1e-5, atol=1e-7)
+
+
+def test_kernels_compile_when_first_needed():
+    """An explicit solve with the fused kernel compiles only f_sens; the stiff path adds f_jac and t_deriv."""
+    t, xs, ps, rhs = _chain(4)
+    system = compile_ode_system(t, xs, ps, rhs, methods=("rk45",), sensitivities=(True,))
+    assert set(system.kernels.compiled) == {"f_sens"}
+    system.solve(np.ones((1, 4)), np.ones((1, 2)), 0.0, np.array([1.0]), method="rk45", sensitivities=False)
+    assert set(system.kernels.compiled) == {"f_sens", "f_only"}
+    Y, SP, S0, ok = system.solve(np.ones((1, 4)), np.ones((1, 2)), 0.0, np.array([1.0]), method="stiff",
+                                 y0_sensitivities=False)
+    assert ok.all() and set(system.kernels.compiled) == {"f_sens", "f_only", "f_jac", "t_deriv"}
+
+
+def test_no_fused_kernel_above_the_size_limit(monkeypatch):
+    from msml_dsl.backends.pyro import ode_solver
+
+    monkeypatch.setattr(ode_solver, "FUSED_OUTPUT_LIMIT", 10)
+    t, xs, ps, rhs = _chain(4)   # 4 x (1 + 2) = 12 outputs
+    system = compile_ode_system(t, xs, ps, rhs, sens_columns=2, warmup=False)
+    assert system.f_sens is None and "def f_sens(" not in system.source
+    Y, SP, S0, ok = system.solve(np.ones((1, 4)), np.ones((1, 2)), 0.0, np.array([1.0, 2.0]), y0_sensitivities=False)
+    assert ok.all() and np.isfinite(SP).all()

@@ -31,8 +31,12 @@ def test_sir_influenza_matches_published_posterior():
 
 
 def test_theophylline_matches_closed_form_reference():
-    """Reference from the closed-form (Bateman) solution sampled independently (README)."""
-    fit = fit_model("theophylline_pk", warmup=500, draws=500)
+    """Reference from the closed-form (Bateman) solution sampled independently (README).
+
+    The file's own 4 x (1000 + 1000): at 500 + 500 the noise sd's R-hat sits at the 1.01 line
+    (1.0106 after a change of rounding alone), so the test judged the seed, not the sampler.
+    """
+    fit = fit_model("theophylline_pk")
     assert_converged(fit)
     for name, ref in [("ka", 1.50), ("ke", 0.053), ("V", 0.37), ("half_life", 13.4), ("CL", 0.019)]:
         draws = fit.posterior[name]

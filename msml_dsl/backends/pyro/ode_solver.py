@@ -1,11 +1,15 @@
 """Fast ODE solves with forward sensitivities, compiled by numba.
 
 ``compile_ode_system`` turns a SymPy right-hand side ``y' = f(t, y, p)`` into
-three small njit kernels generated with SymPy's own Python code printer
-(with common-subexpression elimination):
+small kernels generated with SymPy's own Python code printer (with
+common-subexpression elimination), each compiled when a solve first needs it:
 
 * ``f_only(t, y, p, f)``                  -- the right-hand side,
-* ``f_jac(t, y, p, f, jy, jp)``           -- f together with J_y = df/dy and J_p = df/dp,
+* ``f_sens(t, z, p, out)``                -- f and the sensitivity right-hand side
+  J_y S + [J_p | 0] for one column count, as straight-line code (the explicit
+  method's hot path; generated up to FUSED_OUTPUT_LIMIT outputs),
+* ``f_jac(t, y, p, f, jy, jp)``           -- f together with J_y = df/dy and J_p = df/dp
+  (the Rosenbrock method, and sensitivities without f_sens),
 * ``t_deriv(t, y, p, ft, jyt, jpt)``      -- df/dt, dJ_y/dt, dJ_p/dt (only used by the
   Rosenbrock method when time appears explicitly).
 
@@ -235,15 +239,13 @@ def _sens_rhs(jy, jp, jsp, S, out):
     m = S.shape[1]
     P = jp.shape[1]
     for i in range(n):
-        for k in range(P):
-            out[i, k] = jp[i, k]
-        for k in range(P, m):
-            out[i, k] = 0.0
-        for q in range(jsp[i], jsp[i + 1]):
-            j = jsp[n + 1 + q]
-            a = jy[i, j]
-            for k in range(m):
-                out[i, k] += a * S[j, k]
+        # one register sum per column: `out[i, k] +=` in the non-zero loop was a load and a store
+        # per term (numba cannot rule out that out aliases S), 5x slower on a 200-state chain
+        for k in range(m):
+            acc = jp[i, k] if k < P else 0.0
+            for q in range(jsp[i], jsp[i + 1]):
+                acc += jy[i, jsp[n + 1 + q]] * S[jsp[n + 1 + q], k]
+            out[i, k] = acc
 
 
 @_ijit
@@ -298,29 +300,6 @@ def _lu_factor(a, piv, kl, ku):
 
 
 @_ijit
-def _dp_dense(y, S, Ky, KS, h, theta, Pm, out_y, out_S, w):
-    n = y.shape[0]
-    m = S.shape[1]
-    for i in range(7):
-        th = theta
-        acc = 0.0
-        for j in range(4):
-            acc += Pm[i, j] * th
-            th *= theta
-        w[i] = h * acc
-    for a in range(n):
-        acc = y[a]
-        for i in range(7):
-            acc += w[i] * Ky[i, a]
-        out_y[a] = acc
-        for k in range(m):
-            acc = S[a, k]
-            for i in range(7):
-                acc += w[i] * KS[i, a, k]
-            out_S[a, k] = acc
-
-
-@_ijit
 def _store(Y, SP, S0, b, idx, y, S, P, sens):
     n = y.shape[0]
     for i in range(n):
@@ -349,7 +328,7 @@ _PTR = numba.types.CPointer(numba.types.float64)
 _SIG_F = numba.types.void(_f8, _PTR, _PTR, _PTR)
 _SIG_FJ = numba.types.void(_f8, _PTR, _PTR, _PTR, _PTR, _PTR)
 _SIG_BATCH = numba.types.void(
-    _i8, _i8, _i8, _b1, _f8_2, _f8_2, _f8, _f8_1, _i8, _f8, _f8, _i8, _b1,
+    _i8, _i8, _i8, _i8, _b1, _b1, _f8_2, _f8_2, _f8, _f8_1, _i8, _f8, _f8, _i8, _b1,
     numba.types.float64[:, :, ::1], numba.types.float64[:, :, :, ::1], numba.types.float64[:, :, :, ::1],
     numba.types.boolean[::1], numba.types.int64[::1], numba.types.int64[::1])
 
@@ -403,28 +382,38 @@ def _eval_aug(f_only, f_jac, t, y, S, p, Fy, FS, row, jy, jp, jsp, sens):
         m = S.shape[1]
         P = jp.shape[1]
         for i in range(n):
-            for k in range(P):
-                FS[row, i, k] = jp[i, k]
-            for k in range(P, m):
-                FS[row, i, k] = 0.0
-            for q in range(jsp[i], jsp[i + 1]):  # J_y's structural non-zeros only
-                j = jsp[n + 1 + q]
-                a = jy[i, j]
-                for k in range(m):
-                    FS[row, i, k] += a * S[j, k]
+            for k in range(m):  # register sums over J_y's structural non-zeros (see _sens_rhs)
+                acc = jp[i, k] if k < P else 0.0
+                for q in range(jsp[i], jsp[i + 1]):
+                    acc += jy[i, jsp[n + 1 + q]] * S[jsp[n + 1 + q], k]
+                FS[row, i, k] = acc
     else:
         _call_f(f_only, t, y, p, Fy, row)
+
+
+@_ijit
+def _trial_step(d0, d1, hmax):
+    """Hairer's first trial step from the scaled norms of y (d0) and f (d1)."""
+    return min(1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1, hmax)
+
+
+@_ijit
+def _initial_step_choice(h0, d1, d2, order, hmax):
+    """Hairer's step from the trial step h0 and the scaled norms of f (d1) and of its change (d2)."""
+    if not math.isfinite(d2):
+        return h0 * 1e-3
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
+    return min(100 * h0, h1, hmax)
 
 
 @_ijit
 def _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, jsp, sens, order, rtol, atol, hmax, wy, wS, Fy, FS):
     d0 = _scaled_norm(y, S, y, S, rtol, atol)
     d1 = _scaled_norm(fy0, fS0, y, S, rtol, atol)
-    if d0 < 1e-5 or d1 < 1e-5:
-        h0 = 1e-6
-    else:
-        h0 = 0.01 * d0 / d1
-    h0 = min(h0, hmax)
+    h0 = _trial_step(d0, d1, hmax)
     n = y.shape[0]
     m = S.shape[1]
     for i in range(n):
@@ -439,30 +428,131 @@ def _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, jsp, sens, order,
         for k in range(m):
             fS1[i, k] -= fS0[i, k]
     d2 = _scaled_norm(fy1, fS1, y, S, rtol, atol) / h0
-    if not math.isfinite(d2):
-        return h0 * 1e-3
-    if d1 <= 1e-15 and d2 <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
+    return _initial_step_choice(h0, d1, d2, order, hmax)
+
+
+# ---- the explicit path works on one flat augmented state z = [y (n), S (n x m) row-major] of
+# length D = n (1 + m), and stage slopes K (7, D): every stage, error and dense-output loop runs
+# over D contiguous numbers (vectorised), where loops over (state, column) pairs with two or
+# three columns cost 5-7x more on a 200-state system.
+@_ijit
+def _eval_flat(f_only, f_jac, f_sens, fused, t, z, p, K, row, n, m, jy, jp, jsp, sens):
+    """K[row, :n] = f(t, y);  K[row, n:] = J_y S + [J_p | 0]  (y = z[:n], S = z[n:] as n x m)."""
+    if fused:
+        _call_f(f_sens, t, z, p, K, row)  # the generated f_sens writes the whole row
+    elif sens:
+        _call_fj(f_jac, t, z, p, K, jy, jp, row)  # the kernel reads z[:n] and writes K[row, :n]
+        P = jp.shape[1]
+        for i in range(n):
+            for k in range(m):  # register sums over J_y's structural non-zeros (see _sens_rhs)
+                acc = jp[i, k] if k < P else 0.0
+                for q in range(jsp[i], jsp[i + 1]):
+                    acc += jy[i, jsp[n + 1 + q]] * z[n + jsp[n + 1 + q] * m + k]
+                K[row, n + i * m + k] = acc
     else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / (order + 1))
-    return min(100 * h0, h1, hmax)
+        _call_f(f_only, t, z, p, K, row)
+
+
+@_ijit
+def _all_finite_flat(K, row):
+    for x in range(K.shape[1]):
+        if not math.isfinite(K[row, x]):
+            return False
+    return True
+
+
+@_ijit
+def _scaled_norm_flat(v, z, n, m, rtol, atol):
+    """_scaled_norm over flat vectors, summed in the same order (state, then its columns)."""
+    acc = 0.0
+    for i in range(n):
+        e = v[i] / (atol + rtol * abs(z[i]))
+        acc += e * e
+        for k in range(m):
+            x = n + i * m + k
+            e = v[x] / (atol + rtol * abs(z[x]))
+            acc += e * e
+    return math.sqrt(acc / (n * (1 + m)))
+
+
+@_ijit
+def _err_norm_flat(ez, z_old, z_new, n, m, rtol, atol):
+    """_err_norm over flat vectors, summed in the same order (state, then its columns)."""
+    acc = 0.0
+    for i in range(n):
+        e = ez[i] / (atol + rtol * max(abs(z_old[i]), abs(z_new[i])))
+        acc += e * e
+        for k in range(m):
+            x = n + i * m + k
+            e = ez[x] / (atol + rtol * max(abs(z_old[x]), abs(z_new[x])))
+            acc += e * e
+    return math.sqrt(acc / (n * (1 + m)))
+
+
+@_ijit
+def _initial_step_flat(f_only, f_jac, f_sens, fused, t, z, p, K, n, m, jy, jp, jsp, sens, order, rtol, atol, hmax,
+                       wz, T1):
+    """Hairer's starting step from f0 = K[0]; one extra evaluation into T1[0]."""
+    D = z.shape[0]
+    d0 = _scaled_norm_flat(z, z, n, m, rtol, atol)
+    f0 = K[0]
+    d1 = _scaled_norm_flat(f0, z, n, m, rtol, atol)
+    h0 = _trial_step(d0, d1, hmax)
+    for x in range(D):
+        wz[x] = z[x] + h0 * f0[x]
+    _eval_flat(f_only, f_jac, f_sens, fused, t + h0, wz, p, T1, 0, n, m, jy, jp, jsp, sens)
+    f1 = T1[0]
+    for x in range(D):
+        f1[x] -= f0[x]
+    d2 = _scaled_norm_flat(f1, z, n, m, rtol, atol) / h0
+    return _initial_step_choice(h0, d1, d2, order, hmax)
+
+
+@_ijit
+def _dp_dense_flat(z, K, h, theta, Pm, out, w):
+    for i in range(7):
+        th = theta
+        acc = 0.0
+        for j in range(4):
+            acc += Pm[i, j] * th
+            th *= theta
+        w[i] = h * acc
+    for x in range(z.shape[0]):
+        acc = z[x]
+        for i in range(7):
+            acc += w[i] * K[i, x]
+        out[x] = acc
+
+
+@_ijit
+def _store_flat(Y, SP, S0, b, idx, z, n, m, P, sens):
+    for i in range(n):
+        Y[b, idx, i] = z[i]
+    if sens:
+        for i in range(n):
+            for k in range(P):
+                SP[b, idx, i, k] = z[n + i * m + k]
+            for k in range(S0.shape[3]):
+                S0[b, idx, i, k] = z[n + i * m + P + k]
 
 
 @_njit_nrt_free
-def _rk45_row(f_only, f_jac, b, t, y, S, p, times, idx, t_end, rtol, atol, max_steps, nsteps0,
+def _rk45_row(f_only, f_jac, f_sens, fused, b, t, z, n, m, p, times, idx, t_end, rtol, atol, max_steps, nsteps0,
               sens, detect_stiff, Y, SP, S0, Ca, Aa, Ea, Pm,
-              Ky, KS, jy, jp, jsp, ys, Ss, yn, Sn, ey, eS, oy, oS, Ty, TS, w7):
-    """Integrates from t; writes outputs times[idx:].  Returns (status, t, idx, nsteps)."""
-    n = y.shape[0]
-    m = S.shape[1]
+              K, jy, jp, jsp, zs, zn, ez, oz, T1, w7):
+    """Integrates the flat augmented state z from t; writes outputs times[idx:].
+
+    Returns (status, t, idx, nsteps).
+    """
+    D = z.shape[0]
     P = p.shape[0]
     T = times.shape[0]
-    _eval_aug(f_only, f_jac, t, y, S, p, Ky, KS, 0, jy, jp, jsp, sens)
-    if not _all_finite_row(Ky, KS, 0):
+    _eval_flat(f_only, f_jac, f_sens, fused, t, z, p, K, 0, n, m, jy, jp, jsp, sens)
+    if not _all_finite_flat(K, 0):
         return _NONFINITE, t, idx, nsteps0
     span = t_end - t
-    h = _initial_step(f_only, f_jac, t, y, S, p, Ky[0], KS[0], jy, jp, jsp, sens, 4, rtol, atol, span,
-                      ys, Ss, Ty, TS)
+    h = _initial_step_flat(f_only, f_jac, f_sens, fused, t, z, p, K, n, m, jy, jp, jsp, sens, 4, rtol, atol, span,
+                           zs, T1)
     nsteps = nsteps0
     errold = 1e-4
     rejected = False
@@ -481,37 +571,31 @@ def _rk45_row(f_only, f_jac, b, t, y, S, p, times, idx, t_end, rtol, atol, max_s
             last = True
         nsteps += 1
         for s in range(1, 7):
-            for i in range(n):
-                acc = y[i]
-                for j in range(s):
-                    acc += h * Aa[s, j] * Ky[j, i]
-                ys[i] = acc
-                for k in range(m):
-                    acc = S[i, k]
-                    for j in range(s):
-                        acc += h * Aa[s, j] * KS[j, i, k]
-                    Ss[i, k] = acc
+            # one pass per earlier stage, each a long loop that vectorises (a sum over the stages
+            # inside a loop over D compiled to scalar code); the additions keep their order
+            for x in range(D):
+                zs[x] = z[x]
+            for j in range(s):
+                c = h * Aa[s, j]
+                for x in range(D):
+                    zs[x] += c * K[j, x]
             if s == 5 and detect_stiff:
                 for i in range(n):
-                    oy[i] = ys[i]  # stage-6 argument (for stiffness detection)
+                    oz[i] = zs[i]  # stage-6 argument (for stiffness detection)
             if s == 6:
-                for i in range(n):
-                    yn[i] = ys[i]
-                    for k in range(m):
-                        Sn[i, k] = Ss[i, k]
-            _eval_aug(f_only, f_jac, t + Ca[s] * h, ys, Ss, p, Ky, KS, s, jy, jp, jsp, sens)
-        for i in range(n):
-            acc = 0.0
-            for j in range(7):
-                acc += Ea[j] * Ky[j, i]
-            ey[i] = h * acc
-            for k in range(m):
-                acc = 0.0
-                for j in range(7):
-                    acc += Ea[j] * KS[j, i, k]
-                eS[i, k] = h * acc
-        err = _err_norm(ey, eS, y, yn, S, Sn, rtol, atol)
-        if not math.isfinite(err) or not _all_finite_row(Ky, KS, 6):
+                for x in range(D):
+                    zn[x] = zs[x]
+            _eval_flat(f_only, f_jac, f_sens, fused, t + Ca[s] * h, zs, p, K, s, n, m, jy, jp, jsp, sens)
+        for x in range(D):
+            ez[x] = Ea[0] * K[0, x]
+        for j in range(1, 7):
+            e = Ea[j]
+            for x in range(D):
+                ez[x] += e * K[j, x]
+        for x in range(D):
+            ez[x] *= h
+        err = _err_norm_flat(ez, z, zn, n, m, rtol, atol)
+        if not math.isfinite(err) or not _all_finite_flat(K, 6):
             h *= 0.2
             rejected = True
             continue
@@ -522,9 +606,9 @@ def _rk45_row(f_only, f_jac, b, t, y, S, p, times, idx, t_end, rtol, atol, max_s
                 num = 0.0
                 den = 0.0
                 for i in range(n):
-                    d = Ky[6, i] - Ky[5, i]
+                    d = K[6, i] - K[5, i]
                     num += d * d
-                    d = yn[i] - oy[i]
+                    d = zn[i] - oz[i]
                     den += d * d
                 if den > 0.0 and h * math.sqrt(num / den) > 3.25:
                     nonsti = 0
@@ -536,19 +620,16 @@ def _rk45_row(f_only, f_jac, b, t, y, S, p, times, idx, t_end, rtol, atol, max_s
             # outputs in (t, t_new]
             while idx < T and times[idx] <= t_new:
                 if times[idx] == t_new:
-                    _store(Y, SP, S0, b, idx, yn, Sn, P, sens)
+                    _store_flat(Y, SP, S0, b, idx, zn, n, m, P, sens)
                 else:
                     theta = (times[idx] - t) / h
-                    _dp_dense(y, S, Ky, KS, h, theta, Pm, oy, oS, w7)
-                    _store(Y, SP, S0, b, idx, oy, oS, P, sens)
+                    _dp_dense_flat(z, K, h, theta, Pm, oz, w7)
+                    _store_flat(Y, SP, S0, b, idx, oz, n, m, P, sens)
                 idx += 1
             t = t_new
-            for i in range(n):
-                y[i] = yn[i]
-                Ky[0, i] = Ky[6, i]
-                for k in range(m):
-                    S[i, k] = Sn[i, k]
-                    KS[0, i, k] = KS[6, i, k]
+            for x in range(D):
+                z[x] = zn[x]
+                K[0, x] = K[6, x]
             if detect_stiff and iasti >= 15 and idx < T:
                 return _STIFF, t, idx, nsteps
             e = max(err, 1e-10)
@@ -701,7 +782,7 @@ def _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, p, times, idx, rtol, ato
 
 
 @numba.njit(_SIG_BATCH, cache=True, nogil=True, error_model="numpy")
-def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, atol, max_steps, sens,
+def _solve_batch(f_only, f_jac, t_deriv, f_sens, fused, has_t, y0, p, t0, times, method, rtol, atol, max_steps, sens,
                  Y, SP, S0, ok, nsteps_out, jsp):
     Ca, Aa, Ea, Pm = _DP_C, _DP_A, _DP_E, _DP_P
     RA, RC, RM, RE, Rc, Rd, gam = _RW_A, _RW_C, _RW_M, _RW_E, _RW_c, _RW_d, _RW_GAMMA
@@ -712,33 +793,39 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
     n0 = S0.shape[3] if sens else 0  # 0 when the initial values need no sensitivities
     m = (P + n0) if sens else 0
     # workspace (shared by rows)
-    Ky = np.empty((7, n))
-    KS = np.empty((7, n, m))
-    jy = np.zeros((n, n))
-    jp = np.empty((n, P))
-    ys = np.empty(n)
-    Ss = np.empty((n, m))
-    yn = np.empty(n)
-    Sn = np.empty((n, m))
-    ey = np.empty(n)
-    eS = np.empty((n, m))
-    oy = np.empty(n)
-    oS = np.empty((n, m))
-    Ty = np.empty((1, n))
-    TS = np.empty((1, n, m))
+    D = n * (1 + m)
+    z = np.empty(D)
+    K = np.empty((7, D))
+    zs = np.empty(D)
+    zn = np.empty(D)
+    ez = np.empty(D)
+    oz = np.empty(D)
+    T1 = np.empty((1, D))
     w7 = np.empty(7)
-    Uy = np.empty((4, n))
-    US = np.empty((4, n, m))
-    jy0 = np.zeros((n, n))
-    jp0 = np.empty((n, P))
-    fy0 = np.empty(n)
-    fS0 = np.empty((n, m))
-    ft = np.zeros(n)
-    jyt = np.zeros((n, n))
-    jpt = np.zeros((n, P))
-    ftS = np.zeros((n, m))
-    W = np.empty((n, n))
-    piv = np.empty(n, dtype=np.int64)
+    # n x n matrices only where they are used: the explicit path with the fused kernel needs no
+    # Jacobian, and the Rosenbrock workspace serves only the stiff and auto methods
+    nr = n if method != 0 else 0
+    nj = n if (method != 0 or (sens and not fused)) else 0
+    jy = np.zeros((nj, nj))
+    jp = np.empty((nj, P))
+    ys = np.empty(nr)
+    Ss = np.empty((nr, m))
+    yn = np.empty(nr)
+    Sn = np.empty((nr, m))
+    ey = np.empty(nr)
+    eS = np.empty((nr, m))
+    Uy = np.empty((4, nr))
+    US = np.empty((4, nr, m))
+    jy0 = np.zeros((nr, nr))
+    jp0 = np.empty((nr, P))
+    fy0 = np.empty(nr)
+    fS0 = np.empty((nr, m))
+    ft = np.zeros(nr)
+    jyt = np.zeros((nr, nr))
+    jpt = np.zeros((nr, P))
+    ftS = np.zeros((nr, m))
+    W = np.empty((nr, nr))
+    piv = np.empty(nr, dtype=np.int64)
     for b in range(B):
         y = y0[b].copy()
         S = np.zeros((n, m))
@@ -761,11 +848,20 @@ def _solve_batch(f_only, f_jac, t_deriv, has_t, y0, p, t0, times, method, rtol, 
                                                   Uy, US, jy, jp, jsp, jy0, jp0, fy0, fS0, ft, jyt, jpt, ftS,
                                                   ys, Ss, yn, Sn, ey, eS, W, piv)
             else:
-                status, t, idx, nsteps = _rk45_row(f_only, f_jac, b, t, y, S, pb, times, idx, times[T - 1],
+                for i in range(n):
+                    z[i] = y[i]
+                    for k in range(m):
+                        z[n + i * m + k] = S[i, k]
+                status, t, idx, nsteps = _rk45_row(f_only, f_jac, f_sens, fused, b, t, z, n, m, pb, times, idx,
+                                                   times[T - 1],
                                                    rtol, atol, max_steps, 0, sens, method == 2,
                                                    Y, SP, S0, Ca, Aa, Ea, Pm,
-                                                   Ky, KS, jy, jp, jsp, ys, Ss, yn, Sn, ey, eS, oy, oS, Ty, TS, w7)
+                                                   K, jy, jp, jsp, zs, zn, ez, oz, T1, w7)
                 if status == _STIFF:
+                    for i in range(n):
+                        y[i] = z[i]
+                        for k in range(m):
+                            S[i, k] = z[n + i * m + k]
                     status, t, idx, nsteps = _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, pb, times,
                                                       idx, rtol, atol, max_steps, nsteps, sens, Y, SP, S0,
                                                       RA, RC, RM, RE, Rc, Rd, gam,
@@ -874,15 +970,43 @@ def _emit_assignments(printer, exprs_targets, indent="    ", prefix="_x"):
     return lines
 
 
-def _header(name, args, n, P):
+def _header(name, args, n, P, states="y"):
     lines = [f"def {name}({', '.join(args)}):"]
     lines.append("    _t = t")
-    lines += [f"    _y{i} = y[{i}]" for i in range(n)]
+    lines += [f"    _y{i} = {states}[{i}]" for i in range(n)]
     lines += [f"    _p{k} = p[{k}]" for k in range(P)]
     return lines
 
 
-def _generate_source(tsym, ysyms, psyms, rhs):
+# The fused kernel f_sens writes f and J_y S + [J_p | 0] as straight-line code: 0.7 us on a
+# 200-state chain where f_jac and a sparse product over J_y take 8 us. numba compiles its lines
+# at a few ms each, so it is generated only up to this many outputs (n (1 + columns)); larger
+# systems keep f_jac and the product.
+FUSED_OUTPUT_LIMIT = 2000
+
+
+def _fused_sensitivity_lines(printer, n, P, m, f, yy, pp, used):
+    """Body of f_sens(t, z, p, out): out[:n] = f, out[n + i m + k] = (J_p)_ik + sum_j (J_y)_ij S_jk."""
+    ss = [[sympy.Symbol(f"_s{j}_{k}", real=True) for k in range(m)] for j in range(n)]
+    zero = sympy.Integer(0)
+    targets = []
+    loads = set()
+    for i in range(n):
+        targets.append((f"out[{i}]", f[i]))
+        states = [j for j in range(n) if yy[j] in used[i]]
+        jy_row = [(j, sympy.diff(f[i], yy[j])) for j in states]
+        for k in range(m):
+            e = sympy.diff(f[i], pp[k]) if k < P and pp[k] in used[i] else zero
+            for j, a in jy_row:
+                if a != 0:
+                    e = e + a * ss[j][k]
+                    loads.add((j, k))
+            targets.append((f"out[{n + i * m + k}]", e))
+    lines = [f"    _s{j}_{k} = z[{n + j * m + k}]" for j, k in sorted(loads)]
+    return lines + _emit_assignments(printer, targets)
+
+
+def _generate_source(tsym, ysyms, psyms, rhs, sens_columns=None):
     n, P = len(ysyms), len(psyms)
     ty = sympy.Symbol("_t", real=True)
     yy = [sympy.Symbol(f"_y{i}", real=True) for i in range(n)]
@@ -931,6 +1055,10 @@ def _generate_source(tsym, ysyms, psyms, rhs):
     src += _emit_assignments(printer, targets)
     src.append("    return")
     src.append("")
+    if sens_columns is not None:
+        src += _header("f_sens", ["t", "z", "p", "out"], n, P, states="z")
+        src += _fused_sensitivity_lines(printer, n, P, sens_columns, f, yy, pp, used)
+        src.append("")
     pattern = [[j for j in range(n) if Jy[i][j] != 0] for i in range(n)]
     indptr = np.cumsum([0] + [len(r) for r in pattern])
     jac_pattern = np.ascontiguousarray(np.concatenate([indptr, [j for r in pattern for j in r]]), dtype=np.int64)
@@ -948,26 +1076,59 @@ class OdeSystem:
     n_params: int
     has_time: bool
     source: str
-    f_only: object = field(repr=False)
-    f_jac: object = field(repr=False)
-    t_deriv: object = field(repr=False)
+    kernels: "_Kernels" = field(repr=False)
     compile_seconds: float = 0.0
+    # the sensitivity column count the fused kernel f_sens was generated for (None: no f_sens)
+    sens_columns: int | None = None
     last_nsteps: np.ndarray | None = field(default=None, repr=False)
     # J_y's structural non-zeros as CSR (indptr of n+1, then column indices): the sensitivity
     # products cost O(non-zeros) rather than O(n^2) per stage.
     jac_pattern: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64), repr=False)
 
-    def warmup(self) -> float:
-        """Trigger numba compilation of kernels and solver core for all method paths; returns seconds."""
+    # Each kernel is compiled (or loaded from the disk cache) when a solve first needs it: an
+    # explicit model with the fused kernel never compiles f_jac, whose numba compilation is most
+    # of a large system's start-up.
+    @property
+    def f_only(self):
+        return self._kernel("f_only")
+
+    @property
+    def f_jac(self):
+        return self._kernel("f_jac")
+
+    @property
+    def t_deriv(self):
+        """df/dt and its Jacobians; without explicit time the core never calls it and f_jac stands in."""
+        return self._kernel("t_deriv" if self.has_time else "f_jac")
+
+    @property
+    def f_sens(self):
+        return self._kernel("f_sens") if self.sens_columns is not None else None
+
+    def _kernel(self, name):
+        seconds = self.kernels.seconds
+        kernel = self.kernels.get(name)
+        self.compile_seconds += self.kernels.seconds - seconds
+        return kernel
+
+    def warmup(self, methods=("auto", "stiff"), sensitivities=(True, False)) -> float:
+        """Compile the kernels and load the solver core for these paths; returns seconds.
+
+        Example::
+
+            >>> system.warmup(methods=("rk45",), sensitivities=(True,))   # what a fit calls: f_sens only
+        """
         t_start = _time.perf_counter()
+        before = self.compile_seconds
         y0 = np.ones((1, self.n_states))
         p = np.ones((1, self.n_params))
         times = np.array([0.0, 1e-3])
-        for sens in (True, False):
-            self.solve(y0, p, 0.0, times, method="auto", sensitivities=sens, max_steps=50)
-            self.solve(y0, p, 0.0, times, method="stiff", sensitivities=sens, max_steps=50)
+        for sens in sensitivities:
+            for method in methods:
+                self.solve(y0, p, 0.0, times, method=method, sensitivities=sens, max_steps=50,
+                           y0_sensitivities=self.sens_columns != self.n_params)
         dt = _time.perf_counter() - t_start
-        self.compile_seconds += dt
+        self.compile_seconds = before + dt  # kernel compilation inside is part of dt
         return dt
 
     def solve(self, y0, p, t0, times, *, method="rk45", rtol=1e-6, atol=1e-8, max_steps=100_000,
@@ -1003,8 +1164,14 @@ class OdeSystem:
         ok = np.zeros(B, dtype=np.bool_)
         nsteps = np.zeros(B, dtype=np.int64)
         if B and T:
-            # keep the cfunc objects alive (self holds them) while the core calls their addresses
-            _solve_batch(self.f_only.address, self.f_jac.address, self.t_deriv.address, self.has_time,
+            m = P + (n if y0_sensitivities else 0)
+            fused = sens and method != "stiff" and self.sens_columns == m
+            # only the kernels this path calls are compiled (address 0 for the others); self holds
+            # the cfunc objects, so the addresses stay valid while the core calls them
+            _solve_batch(0 if sens else self.f_only.address,
+                         self.f_jac.address if (method != "rk45" or (sens and not fused)) else 0,
+                         self.t_deriv.address if method != "rk45" else 0,
+                         self.f_sens.address if fused else 0, fused, self.has_time,
                          y0, p, float(t0), times, METHODS[method], float(rtol), float(atol),
                          int(max_steps), sens, Y, SP, S0, ok, nsteps, self.jac_pattern)
         elif B:
@@ -1051,11 +1218,11 @@ def import_generated_module(module_name: str, text: str):
     return module
 
 
-def _cached_source(time, states, params, rhs):
+def _cached_source(time, states, params, rhs, sens_columns=None):
     """_generate_source, cached on disk: SymPy's Jacobian of a large grid takes seconds."""
     import json
 
-    key = "\n".join([str(time), repr([str(s) for s in states]), repr([str(p) for p in params])]
+    key = "\n".join([str(time), repr([str(s) for s in states]), repr([str(p) for p in params]), repr(sens_columns)]
                     + [sympy.srepr(r) for r in rhs])
     digest = hashlib.sha256(Path(__file__).read_bytes() + key.encode()).hexdigest()[:20]
     try:
@@ -1065,7 +1232,7 @@ def _cached_source(time, states, params, rhs):
             return data["source"], data["has_t"], np.asarray(data["jac_pattern"], dtype=np.int64)
     except (OSError, ValueError, KeyError):
         pass
-    src, has_t, jac_pattern = _generate_source(time, states, params, rhs)
+    src, has_t, jac_pattern = _generate_source(time, states, params, rhs, sens_columns)
     try:
         folder = kernel_cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
@@ -1078,51 +1245,71 @@ def _cached_source(time, states, params, rhs):
     return src, has_t, jac_pattern
 
 
-def _compile_kernels(src: str, has_t: bool = True):
-    """f_only, f_jac and t_deriv as numba cfuncs, cached on disk by the source's hash.
+class _Kernels:
+    """The generated kernels as numba cfuncs, each compiled when first asked for.
 
-    Large systems (a method-of-lines grid) generate tens of thousands of lines whose compilation
-    takes tens of seconds; the cache makes that a once-per-machine cost for each model. Without
-    explicit time dependence the core never calls t_deriv, so it is not compiled (each cfunc costs
-    about 0.1 s even when trivial) and f_jac stands in for it.
+    Each kernel is its own module in the kernel cache, named by its text's hash, so numba's disk
+    cache makes a large system's compilation (a method-of-lines grid: tens of seconds) a
+    once-per-machine cost, and a kernel no solve calls is never compiled.
     """
-    names = ("f_jac", "t_deriv") if has_t else ("f_jac",)
-    decorated = src.replace("def f_only(", "@numba.cfunc(_SIG_F, nopython=True, error_model='numpy', cache=True)\n"
-                                           "def f_only(")
-    for name in names:
-        decorated = decorated.replace(f"def {name}(", f"@numba.cfunc(_SIG_FJ, nopython=True, error_model='numpy', "
-                                                      f"cache=True)\ndef {name}(")
-    digest = hashlib.sha256(numba.__version__.encode() + _CFUNC_HEADER.encode() + decorated.encode()).hexdigest()[:20]
-    module_name = f"msml_ode_{digest}"
-    try:
-        module = import_generated_module(module_name, _CFUNC_HEADER + decorated)
-        f_only, f_jac = module.f_only, module.f_jac
-        return f_only, f_jac, (module.t_deriv if has_t else f_jac)
-    except (OSError, RuntimeError):  # no writable cache folder: compile in memory
-        ns = {"math": math, "min": min, "max": max, "abs": abs}
-        exec(compile(src, "<msml-ode-kernels>", "exec"), ns)
-        f_jac = numba.cfunc(_SIG_FJ, nopython=True, error_model="numpy")(ns["f_jac"])
-        return (numba.cfunc(_SIG_F, nopython=True, error_model="numpy")(ns["f_only"]), f_jac,
-                numba.cfunc(_SIG_FJ, nopython=True, error_model="numpy")(ns["t_deriv"]) if has_t else f_jac)
+
+    SIGNATURES = {"f_only": "_SIG_F", "f_sens": "_SIG_F", "f_jac": "_SIG_FJ", "t_deriv": "_SIG_FJ"}
+
+    def __init__(self, src: str):
+        self.blocks = {}
+        for block in ("\n" + src).split("\ndef ")[1:]:
+            self.blocks[block[:block.index("(")]] = "def " + block.rstrip() + "\n"
+        self.compiled = {}
+        self.seconds = 0.0
+
+    def get(self, name: str):
+        if name not in self.compiled:
+            t_start = _time.perf_counter()
+            self.compiled[name] = self._compile(name, self.blocks[name])
+            self.seconds += _time.perf_counter() - t_start
+        return self.compiled[name]
+
+    def _compile(self, name, text):
+        sig = self.SIGNATURES[name]
+        decorated = f"@numba.cfunc({sig}, nopython=True, error_model='numpy', cache=True)\n" + text
+        digest = hashlib.sha256(numba.__version__.encode() + _CFUNC_HEADER.encode() + decorated.encode()).hexdigest()
+        try:
+            return getattr(import_generated_module(f"msml_ode_{digest[:20]}", _CFUNC_HEADER + decorated), name)
+        except (OSError, RuntimeError):  # no writable cache folder: compile in memory
+            ns = {"math": math, "min": min, "max": max, "abs": abs}
+            exec(compile(text, "<msml-ode-kernels>", "exec"), ns)
+            return numba.cfunc(globals()[sig], nopython=True, error_model="numpy")(ns[name])
 
 
 def compile_ode_system(time: sympy.Symbol, states: list, params: list, rhs: list, *,
-                       warmup: bool = True) -> OdeSystem:
+                       warmup: bool = True, sens_columns: int | None = -1,
+                       methods: tuple = ("auto", "stiff"), sensitivities: tuple = (True, False)) -> OdeSystem:
     """rhs[i] is d states[i]/dt as a SymPy expression in time, states and params.
 
-    Constants must already be substituted as numbers.  With ``warmup=True`` the
-    numba compilation happens here (its duration is in ``compile_seconds``).
+    Constants must already be substituted as numbers.  ``sens_columns``: the sensitivity
+    columns the caller's solves will ask for (P, or P + n with initial-value sensitivities;
+    the default -1 means P); for that count a fused kernel computes f and the sensitivity
+    right-hand side as straight-line code (None: never).  With ``warmup=True`` the numba
+    compilation for ``methods`` with and without ``sensitivities`` happens here (its duration
+    is in ``compile_seconds``); other kernels compile when a solve first needs them.
+
+    Example::
+
+        >>> lv = compile_ode_system(t, [u, v], [a, b, g, d], [(a - b * v) * u, (-g + d * u) * v],
+        ...                         sens_columns=6, methods=("rk45",))   # y0 sensitivities too
     """
     if len(rhs) != len(states):
         raise ValueError("need one rhs expression per state")
     t_start = _time.perf_counter()
-    src, has_t, jac_pattern = _cached_source(time, list(states), list(params), list(rhs))
-    f_only, f_jac, t_deriv = _compile_kernels(src, has_t)
-    system = OdeSystem(
-        n_states=len(states), n_params=len(params), has_time=has_t, source=src,
-        f_only=f_only, f_jac=f_jac, t_deriv=t_deriv, jac_pattern=jac_pattern,
-    )
+    if sens_columns == -1:
+        sens_columns = len(params)
+    if sens_columns is not None and len(states) * (1 + sens_columns) > FUSED_OUTPUT_LIMIT:
+        sens_columns = None
+    src, has_t, jac_pattern = _cached_source(time, list(states), list(params), list(rhs), sens_columns)
+    kernels = _Kernels(src)
+    system = OdeSystem(n_states=len(states), n_params=len(params), has_time=has_t, source=src, kernels=kernels,
+                       jac_pattern=jac_pattern, sens_columns=sens_columns)
     system.compile_seconds = _time.perf_counter() - t_start
     if warmup:
-        system.warmup()
+        system.warmup(methods, sensitivities)
     return system

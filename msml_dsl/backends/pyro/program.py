@@ -160,8 +160,13 @@ class PyroProgram:
         if ir.ode is not None:
             from msml_dsl.backends.pyro.ode_solver import compile_ode_system
 
-            self.system = compile_ode_system(ir.ode.time, list(ir.ode.states), list(ir.ode.parameters),
-                                             list(ir.ode.rhs))
+            # the solves' sensitivity columns: the parameters, and the states too when an initial value
+            # depends on a parameter; the fused kernel is generated for that count
+            y0_sensitivities = any(sympy.sympify(e).free_symbols for e in ir.ode.inits)
+            self.system = compile_ode_system(
+                ir.ode.time, list(ir.ode.states), list(ir.ode.parameters), list(ir.ode.rhs),
+                sens_columns=len(ir.ode.parameters) + (len(ir.ode.states) if y0_sensitivities else 0),
+                methods=(ir.ode.solver.method,), sensitivities=(True,))
             self.torch_system = None
             self.ode_backend = "torch" if self.device.type == "cuda" else "numba"
             if self.ode_backend == "torch":
