@@ -6,6 +6,7 @@ function of unconstrained points, so the chains share every gradient call.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -86,9 +87,12 @@ def _with_warm_starts(program, starts: np.ndarray, quiet: np.ndarray, how: str, 
 
 
 def initial_points(program, n: int, how: str, seed: int, notes: list[str],
-                   covariance: list | None = None) -> np.ndarray:
+                   covariance: list | None = None, optimum: list | None = None) -> np.ndarray:
     """Starting points for n chains: 'map' (Laplace draws at the best MAP), 'prior', 'uniform', or
-    'derivatives' (like 'map', optimising only from library coefficients fitted to smoothed derivatives)."""
+    'derivatives' (like 'map', optimising only from library coefficients fitted to smoothed derivatives).
+
+    ``covariance`` and ``optimum`` (lists) receive the Laplace covariance and the point the draws
+    are centred on, when there is one."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     program.reset_step_budget()
     pot = program.potential_and_grad
@@ -117,7 +121,10 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str],
         notes.append(f"optimisations from {result.n_starts} starts reached different modes (log densities "
                      f"{np.round(np.sort(result.all_log_densities[np.isfinite(result.all_log_densities)])[::-1], 1).tolist()}); "
                      "chains start near the best")
-    return laplace_starts(pot, _horseshoe_scales_reset(program, result.z, notes), n, rng, covariance=covariance)
+    centre = _horseshoe_scales_reset(program, result.z, notes)
+    if optimum is not None:
+        optimum.append(centre)
+    return laplace_starts(pot, centre, n, rng, covariance=covariance)
 
 
 def _horseshoe_scales_reset(program, z: np.ndarray, notes: list[str]) -> np.ndarray:
@@ -171,13 +178,71 @@ def sample_nuts(program, options: dict, progress: Callable | None = None) -> Pos
     notes: list[str] = []
     t0 = time.perf_counter()
     laplace: list = []
-    init = initial_points(program, o["chains"], o["init"], o["seed"], notes, covariance=laplace)
+    optimum: list = []
+    init = initial_points(program, o["chains"], o["init"], o["seed"], notes, covariance=laplace, optimum=optimum)
     t_init = time.perf_counter() - t0
+    fixed = _fixed_at_optimum(program, optimum, notes)
+    if fixed is not None:  # NUTS samples the other coordinates; the fixed ones keep the optimum's values
+        free = np.setdiff1d(np.arange(program.dim), fixed)
+        potential = _FixedCoordinates(program.potential_and_grad, optimum[0], free)
+        o["metric"] = resolve_metric(options.get("metric", DEFAULT_NUTS["metric"]), free.size, o["warmup"])
+        laplace = [_conditional_covariance(laplace[0], free)] if laplace else laplace
+        init = init[:, free]
+    else:
+        potential = program.potential_and_grad
     inverse_metric = _laplace_metric(program, laplace, o["metric"], notes)
-    result = run_nuts(program.potential_and_grad, init, warmup=o["warmup"], draws=o["draws"], seed=o["seed"],
+    result = run_nuts(potential, init, warmup=o["warmup"], draws=o["draws"], seed=o["seed"],
                       target_accept=o["target_accept"], max_tree_depth=o["max_tree_depth"], metric=o["metric"],
                       progress=progress, inverse_metric=inverse_metric)
+    if fixed is not None:
+        result = dataclasses.replace(result, positions=potential.embed(result.positions))
     return _posterior(program, result, o, notes, t_init, time.perf_counter() - t0 - t_init)
+
+
+class _FixedCoordinates:
+    """The potential over the free coordinates of z, the others held at ``z_fixed``'s values."""
+
+    def __init__(self, potential, z_fixed: np.ndarray, free: np.ndarray):
+        self.potential, self.z_fixed, self.free = potential, np.asarray(z_fixed, dtype=float), free
+
+    def embed(self, z_free: np.ndarray) -> np.ndarray:
+        out = np.broadcast_to(self.z_fixed, z_free.shape[:-1] + self.z_fixed.shape).copy()
+        out[..., self.free] = z_free
+        return out
+
+    def __call__(self, z_free: np.ndarray, jacobian: bool = True):
+        u, g = self.potential(self.embed(np.atleast_2d(z_free)), jacobian)
+        return u, g[:, self.free]
+
+
+def _fixed_at_optimum(program, optimum: list, notes: list[str]) -> np.ndarray | None:
+    """Coordinates of z that NUTS keeps at the optimum (networks with posterior=last_layer), or None."""
+    fixed, names = [], []
+    for term in getattr(program.ir, "unknowns", ()):
+        if term.fixed_at_optimum:
+            site = program.layout[term.parameters[0].name]
+            fixed += [site.offset + i for i in term.fixed_at_optimum]
+            names.append(term.name)
+    if not fixed:
+        return None
+    if not optimum:
+        raise InferenceFailed(f"posterior=last_layer ({', '.join(names)}) needs the optimum as the hidden layers' "
+                              "values", help="use init=map (or derivatives) with it")
+    notes.append(f"the hidden layers of {', '.join(repr(n) for n in names)} stay at the optimum "
+                 f"({len(fixed)} weights, posterior=last_layer); NUTS samples the output layer and the other "
+                 "parameters, so the bands leave out the hidden layers' uncertainty")
+    return np.asarray(fixed, dtype=np.int64)
+
+
+def _conditional_covariance(cov, free: np.ndarray):
+    """The Laplace covariance of the free coordinates with the others held fixed: inv(H_free,free)."""
+    if cov is None:
+        return None
+    try:
+        precision = np.linalg.inv(np.asarray(cov, dtype=float))
+        return np.linalg.inv(precision[np.ix_(free, free)])
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _laplace_metric(program, laplace: list, metric: str, notes: list[str]):
@@ -208,6 +273,8 @@ def sample_chees(program, options: dict, progress: Callable | None = None) -> Po
     if chains % superchains:
         raise InferenceFailed(f"chees needs chains ({chains}) to be a multiple of superchains ({superchains})")
     notes: list[str] = []
+    if any(t.fixed_at_optimum for t in getattr(program.ir, "unknowns", ())):
+        notes.append("posterior=last_layer is a NUTS setting: chees samples every weight of the network")
     t0 = time.perf_counter()
     starts = initial_points(program, superchains, o["init"], o["seed"], notes)
     init = np.repeat(starts, chains // superchains, axis=0)  # chains of a superchain share their start

@@ -41,7 +41,8 @@ INITS = ("map", "prior", "uniform", "derivatives")
 
 # Statements that parse and check but have no backend yet (later issues).
 _LATER: dict = {}
-MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution", "output_scale": float}
+MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution", "output_scale": float,
+               "posterior": {"type": str, "choices": ("all", "last_layer")}}   # which weights NUTS samples
 GP_OPTIONS = {"kernel": str, "basis": "ints", "lengthscale": "distribution", "amplitude": "distribution",
               "period": float, "boundary_factor": float, "trend": bool}   # trend: fidelity discrepancies
 LIBRARY_OPTIONS = {"sparsity": "call", "threshold": float, "constant": bool}

@@ -84,6 +84,9 @@ class ExpandedTerm:
     threshold: float = 0.1
     input_ranges: tuple[tuple[float, float], ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # elements of parameters[0] that NUTS keeps at the optimum (an mlp's hidden layers with
+    # posterior=last_layer); empty: every parameter is sampled
+    fixed_at_optimum: tuple[int, ...] = ()
 
     def apply(self, args) -> sympy.Expr:
         """The term at actual arguments (``f(H, L)`` in an equation)."""
@@ -524,5 +527,8 @@ def _mlp(info: UnknownInfo, xs, data, symbolic, notes, rate: float | None = None
         notes = notes + ((f"the output of '{info.name}' is scaled by {scale:.4g}, the typical rate of change of "
                           "the states it drives (set output_scale= to change it)") if rate is not None else
                          (f"'{info.name}' drives no observed state; its output scale is 1 (set output_scale=)"),)
+    # posterior=last_layer: the hidden layers' weights stay at the optimum and NUTS samples the output
+    # layer, in which the term is linear (a "neural linear" model); see inference/runner.py
+    fixed = tuple(range(K - hidden[-1] - 1)) if opts.get("posterior") == "last_layer" and hidden else ()
     return ExpandedTerm(info.name, "mlp", xs, info.inputs, sympy.Float(float(scale)) * layer[0], params, (), 0.1,
-                        tuple(ranges), notes)
+                        tuple(ranges), notes, fixed)
