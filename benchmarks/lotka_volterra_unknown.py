@@ -19,6 +19,7 @@ monthly counts over 12 years, with 5 % log-normal noise.
 Run (single-threaded; NUTS takes minutes):
     OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH=. python benchmarks/lotka_volterra_unknown.py library
     ... network [--method map]       ... --design
+    ... network --file /tmp/variant.msml   (a variant of a file, e.g. another network size)
 """
 
 from __future__ import annotations
@@ -159,8 +160,8 @@ def fit_file(path: Path, method: str | None, overrides: dict):
     return compiled, fit, {k: np.asarray(v) for k, v in fit.draws.items()}, {}, compile_s, fit_s
 
 
-def run(which: str, method: str | None, overrides: dict) -> None:
-    compiled, fit, draws, health, compile_s, fit_s = fit_file(FOLDER / FILES[which], method, overrides)
+def run(which: str, method: str | None, overrides: dict, path: Path | None = None) -> None:
+    compiled, fit, draws, health, compile_s, fit_s = fit_file(path or FOLDER / FILES[which], method, overrides)
     term = next(t for t in compiled.ir.unknowns if t.name == "predation")
     err = learned_term_error(term, draws)
     cov = forecast_coverage(compiled, draws)
@@ -237,6 +238,7 @@ if __name__ == "__main__":
     ap.add_argument("--warmup-metric", choices=["laplace", "identity"], default="laplace",
                     help="the warm-up's first metric for models with unknown terms (identity: as Stan)")
     ap.add_argument("--save", help="write the draws and sampler statistics to this .npz")
+    ap.add_argument("--file", type=Path, help="fit this model file instead of the named one (same measurements)")
     args = ap.parse_args()
     SAVE = args.save
     if args.centring is not None:
@@ -252,4 +254,4 @@ if __name__ == "__main__":
     else:
         over = {k: v for k, v in dict(chains=args.chains, warmup=args.warmup, draws=args.draws,
                                       target_accept=args.target_accept, metric=args.metric).items() if v is not None}
-        run(args.which, args.method, over)
+        run(args.which, args.method, over, args.file)

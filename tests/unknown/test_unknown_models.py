@@ -42,6 +42,7 @@ def test_lotka_volterra_files_check_and_expand():
     assert "sqrt" in str(lib.expression)                                  # the regularised horseshoe's slab
     (net,) = network.ir.unknowns
     assert net.kind == "mlp" and sum(np.prod(p.shape) for p in net.parameters) == 2 * 6 + 6 + 6 + 1
+    assert net.fixed_at_optimum == tuple(range(2 * 6 + 6))       # posterior=last_layer: the hidden layer
     assert any("scaled by" in n for n in net.notes)
 
 
