@@ -140,12 +140,17 @@ def did_you_mean(name: str, candidates: Iterable[str], cutoff: float = 0.6) -> s
 
     >>> did_you_mean("betta", ["beta", "gamma"])
     "did you mean 'beta'?"
+    >>> did_you_mean("last", ["all", "last_layer"])     # the start of exactly one candidate
+    "did you mean 'last_layer'?"
     """
     pool = sorted(set(candidates))
     lowered = {c.lower(): c for c in pool}
     if name.lower() in lowered and lowered[name.lower()] != name:
         return f"did you mean '{lowered[name.lower()]}'?"
     matches = difflib.get_close_matches(name, pool, n=1, cutoff=cutoff)
+    if not matches and len(name) >= 3:
+        matches = [c for c in pool if c.lower().startswith(name.lower())]
+        matches = matches if len(matches) == 1 else []
     return f"did you mean '{matches[0]}'?" if matches else None
 
 

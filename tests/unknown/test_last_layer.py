@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
+import msml_dsl
+from msml_dsl.errors import MsmlError
+
 from msml_dsl.inference.runner import _conditional_covariance, _FixedCoordinates
-from test_placements_and_priors import _compile, _errors, DECAY
+from test_placements_and_priors import _compile, DECAY
 
 
 def test_last_layer_fixes_the_hidden_weights_and_samples_the_output_layer(decay_data):
@@ -29,8 +32,11 @@ def test_the_default_samples_every_weight(decay_data):
 
 
 def test_bad_posterior_option(decay_data):
-    (code, message, *_), = _errors(decay_data, DECAY.format(representation="mlp(hidden=[3], posterior=last)"))
-    assert code == "E262" and message == "option 'posterior' is one of all, last_layer, not 'last'"
+    with pytest.raises(MsmlError) as info:
+        msml_dsl.compile_source(DECAY.format(representation="mlp(hidden=[3], posterior=last)"), base_dir=decay_data)
+    (d,) = info.value.diagnostics
+    assert d.code == "E262" and d.message == "option 'posterior' is one of all, last_layer, not 'last'"
+    assert d.help == "did you mean 'last_layer'?"
 
 
 def test_fixed_coordinates_potential_and_conditional_covariance():
