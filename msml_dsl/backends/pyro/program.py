@@ -166,7 +166,8 @@ class PyroProgram:
             self.system = compile_ode_system(
                 ir.ode.time, list(ir.ode.states), list(ir.ode.parameters), list(ir.ode.rhs),
                 sens_columns=len(ir.ode.parameters) + (len(ir.ode.states) if y0_sensitivities else 0),
-                methods=(ir.ode.solver.method,), sensitivities=(True,))
+                methods=(ir.ode.solver.method,), sensitivities=(True,),
+                warmup=self.device.type == "cpu")   # on a GPU the torch solver integrates; kernels compile if used
             self.torch_system = None
             self.ode_backend = "torch" if self.device.type == "cuda" else "numba"
             if self.ode_backend == "torch":
