@@ -413,12 +413,20 @@ def _training_bar():
 
 
 def _progress_bar():
-    """A rich progress bar for sampling (step size and divergences alongside), on a terminal only."""
+    """A rich progress bar for sampling (step size and divergences alongside) on a terminal; elsewhere
+    (a log file, a batch job) a plain line on standard error at every 5 % of the iterations."""
     bar, task = _rich_bar("sampling")
+    started = time.perf_counter()
+    printed = {"last": -1}
 
     def update(iteration: int, total: int, info: dict) -> None:
-        bar.update(task, completed=iteration, total=total, description=info.get("phase", "sampling"),
-                   info=f"step {info.get('step_size', 0):.3g}, divergences {info.get('divergences', 0)}")
+        text = f"step {info.get('step_size', 0):.3g}, divergences {info.get('divergences', 0)}"
+        bar.update(task, completed=iteration, total=total, description=info.get("phase", "sampling"), info=text)
+        step = max(1, total // 20)
+        if not bar.console.is_terminal and (iteration // step > printed["last"] or iteration == total):
+            printed["last"] = iteration // step
+            print(f"{info.get('phase', 'sampling')} {iteration}/{total}: {text}, "
+                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
 
     return bar, update
 

@@ -209,3 +209,12 @@ def test_pinn_run_rejects_options_its_method_does_not_take(pinn_rod):
 def test_laplace_on_an_ode_model_is_a_clear_error(tiny):
     r = msml("run", tiny, "--method", "laplace", "--quiet")
     assert r.returncode == 2 and "E263" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_progress_is_plain_lines_in_a_log(tiny, tmp_path):
+    """Off a terminal (a log file, a batch job) sampling reports a plain line at every 5 %."""
+    r = msml("run", tiny, "--out", tmp_path / "run", "--warmup", "20", "--draws", "20")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith(("warmup ", "sampling "))]
+    assert len(lines) >= 10 and lines[0].startswith("warmup 0/40: step ") and "divergences" in lines[-1]
+    assert "\x1b[" not in r.stderr          # no terminal control codes in the log
