@@ -9,6 +9,7 @@ No Python traceback is shown unless ``--debug`` is given.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -94,12 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    # A batch scheduler ends a job at its time limit with SIGTERM: treat it as Ctrl-C, so the
+    # draws completed so far are saved (a run killed by SIGTERM used to lose them all).
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         return {"check": _check, "compile": _compile, "run": _run, "suggest": _suggest}[args.command](args)
     except MsmlError as exc:

@@ -218,3 +218,22 @@ def test_progress_is_plain_lines_in_a_log(tiny, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith(("warmup ", "sampling "))]
     assert len(lines) >= 10 and lines[0].startswith("warmup 0/40: step ") and "divergences" in lines[-1]
     assert "\x1b[" not in r.stderr          # no terminal control codes in the log
+
+
+def test_sigterm_during_sampling_saves_the_completed_draws(tiny, tmp_path):
+    """A scheduler's SIGTERM at a time limit keeps the draws, as Ctrl-C does (exit code 130)."""
+    import os
+    import signal
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "msml_dsl", "run", str(tiny), "--out", str(out), "--warmup", "50",
+                             "--draws", "40000"], cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in proc.stderr:                   # the plain progress lines: wait until draws are being kept
+        if line.startswith("sampling ") and not line.startswith("sampling 0/"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "the draws completed so far were saved" in err and "Traceback" not in err
+    assert (out / "posterior.nc").exists()
