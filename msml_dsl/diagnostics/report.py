@@ -23,16 +23,17 @@ def _is_location(column: str) -> bool:
     return column in ("mean", "median", "mode") or column.startswith(("hdi_", "eti_"))
 
 
-def _row_decimals(sd) -> int | None:
+def _row_decimals(sd, mean=0.0) -> int | None:
     """Decimals that show a value to two significant digits of its sd (Stan's convention).
 
-    A viscosity of 0.0031813 with sd 1.5e-5 then reads 0.003181, not 0.003.
+    A viscosity of 0.0031813 with sd 1.5e-5 then reads 0.003181, not 0.003. A value whose sd
+    is rounding noise (a weight held at the optimum, posterior=last_layer) is a constant: None.
     """
     try:
-        sd = float(sd)
+        sd, mean = float(sd), float(mean)
     except (TypeError, ValueError):
         return None
-    if not (math.isfinite(sd) and sd > 0):
+    if not (math.isfinite(sd) and sd > 1e-12 * abs(mean)) or sd == 0:
         return None
     return min(max(1 - math.floor(math.log10(sd)), 0), 12)
 
@@ -89,7 +90,8 @@ def format_summary(table, warnings: Sequence[DiagnosticWarning], *, width: int =
         rt.add_column(Text(str(col)), justify="right", no_wrap=True)
     # Text objects, not str: labels like "theta[a]" must not be read as markup.
     for label, row in table.iterrows():
-        decimals = _row_decimals(row["sd"]) if "sd" in table.columns else None
+        decimals = _row_decimals(row["sd"], row["mean"] if "mean" in table.columns else 0.0) \
+            if "sd" in table.columns else None
         rt.add_row(
             Text(str(label)), *(Text(_fmt_cell(str(c), row[c], decimals)) for c in table.columns)
         )

@@ -401,12 +401,15 @@ def test_format_summary_plain_text():
 def test_format_summary_shows_each_value_to_the_precision_of_its_sd():
     import pandas as pd
 
-    table = pd.DataFrame({"mean": [0.0031813, 1234.5], "sd": [1.54e-5, 50.0], "hdi_3%": [0.0031527, 1100.2],
-                          "hdi_97%": [0.00321, 1300.0], "ess_bulk": [2071, 100], "r_hat": [0.999, 1.0]},
-                         index=["viscosity", "volume"])
-    rows = {line.split()[0]: line.split() for line in format_summary(table, []).splitlines()[2:4]}
+    table = pd.DataFrame({"mean": [0.0031813, 1234.5, -0.987218220539], "sd": [1.54e-5, 50.0, 2.22e-16],
+                          "hdi_3%": [0.0031527, 1100.2, -0.987218220539], "hdi_97%": [0.00321, 1300.0, -0.987218220539],
+                          "ess_bulk": [2071, 100, 400], "r_hat": [0.999, 1.0, float("nan")]},
+                         index=["viscosity", "volume", "held"])
+    rows = {line.split()[0]: line.split() for line in format_summary(table, []).splitlines()[2:5]}
     assert rows["viscosity"][1:5] == ["0.003181", "1.54e-05", "0.003153", "0.003210"]
     assert rows["volume"][1] == "1234" and rows["volume"][3] == "1100"
+    # an sd that is rounding noise (a weight held at the optimum) is no precision to print to
+    assert rows["held"][1] == "-0.987" and rows["held"][3] == "-0.987"
 
 
 def test_diagnostic_warning_is_frozen():
