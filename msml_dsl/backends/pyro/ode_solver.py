@@ -378,15 +378,7 @@ def _eval_aug(f_only, f_jac, t, y, S, p, Fy, FS, row, jy, jp, jsp, sens):
     """Fy[row] = f(t, y);  FS[row] = J_y S + [J_p | 0]  (Fy 2-D, FS 3-D stage arrays)."""
     if sens:
         _call_fj(f_jac, t, y, p, Fy, jy, jp, row)
-        n = S.shape[0]
-        m = S.shape[1]
-        P = jp.shape[1]
-        for i in range(n):
-            for k in range(m):  # register sums over J_y's structural non-zeros (see _sens_rhs)
-                acc = jp[i, k] if k < P else 0.0
-                for q in range(jsp[i], jsp[i + 1]):
-                    acc += jy[i, jsp[n + 1 + q]] * S[jsp[n + 1 + q], k]
-                FS[row, i, k] = acc
+        _sens_rhs(jy, jp, jsp, S, FS[row])
     else:
         _call_f(f_only, t, y, p, Fy, row)
 
