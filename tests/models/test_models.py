@@ -53,8 +53,15 @@ def test_theophylline_ode_matches_bateman_solution():
     np.testing.assert_allclose(out["solution"][0, :, 1], exact, rtol=1e-6, atol=1e-8)
 
 
+def test_stiff_pk_map_recovers_simulation_truth():
+    # the stiff solver's gradient end to end, at the mode; the sampled posterior is the slow tests' below
+    fit = msml_dsl.compile_file(MODELS / "stiff_pk" / "model.msml", device="cpu").map(starts=2)
+    for name, truth, rel in [("CL", 5.0, 0.1), ("V2", 50.0, 0.1), ("sigma", 0.1, 0.3)]:
+        assert abs(float(fit.values[name]) - truth) < rel * truth, (name, float(fit.values[name]))
+
+
+@pytest.mark.slow
 def test_stiff_pk_recovers_simulation_truth():
-    # two short chains keep the default suite quick; the full run is the slow test below
     fit = fit_model("stiff_pk", chains=2, warmup=150, draws=150)
     for name, truth in [("CL", 5.0), ("V2", 50.0), ("Vss", 55.0), ("sigma", 0.1)]:
         lo, hi = np.quantile(fit.posterior[name], [0.005, 0.995])

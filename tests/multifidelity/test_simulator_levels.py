@@ -77,6 +77,7 @@ def test_the_file_level_equals_the_same_ode_declared_in_the_file():
     assert fits[1].ir.fidelity.simulations[0].source.endswith("one_compartment.msml")
 
 
+@pytest.mark.slow
 def test_a_pde_level_from_another_file_converges_to_the_reference():
     """Fisher-KPP of models/fisher_kpp as a level on 11 and 81 nodes, against the independent
     1,001-node reference of that folder at D = 0.05, r = 0.3: the coarse grid is biased, the

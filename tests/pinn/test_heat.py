@@ -155,6 +155,7 @@ def test_inverse_heat_svi_interval_contains_k():
     assert abs(float(np.mean(d)) - K) / K < 0.02
 
 
+@pytest.mark.slow
 def test_inverse_heat_nuts_interval_contains_k():
     fit = run_pinn(inverse_ir("nuts", {"chains": 2, "warmup": 150, "draws": 100}))
     assert fit.parameters["k"].shape == (2, 100)
