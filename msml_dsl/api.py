@@ -42,7 +42,13 @@ def check_file(path: str | Path) -> CheckedModel:
     from dataclasses import replace
 
     checked = check(parse_file(path))
-    split, _ = split_experiments(checked, load_data(checked))
+    split, tables = split_experiments(checked, load_data(checked))
+    if any(u.representation == "gp" and dict(u.options).get("method") == "exact" for u in checked.unknowns):
+        # whether each call's inputs are known from the data is decided on the bound model (E316)
+        from msml_dsl.ir.model_ir import lower_to_ir
+        from msml_dsl.symbolic.builder import build_symbolic
+
+        lower_to_ir(build_symbolic(split), tables)
     if checked.experiment is not None:
         checked = replace(checked, experiment=replace(checked.experiment, labels=split.experiment.labels))
     return checked

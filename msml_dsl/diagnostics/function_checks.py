@@ -80,6 +80,11 @@ def input_grid(term, per_input: int = 5, max_points: int = 25) -> np.ndarray:
 
 def function_values(term, posterior: dict[str, np.ndarray], points: np.ndarray) -> np.ndarray:
     """The term at ``points`` for every draw: (chain, draw, P)."""
+    if getattr(term, "exact", None) is not None:   # an exact GP: its conditional mean given the values at the data
+        from msml_dsl.symbolic.unknown_terms import exact_gp_values
+
+        C, N = np.asarray(posterior[term.exact.amplitude]).shape[:2]
+        return exact_gp_values(term, posterior, points).reshape(C, N, len(points))
     symbols = [e for p in term.parameters for e in p.elements]
     fn = sympy.lambdify(list(term.inputs) + symbols, term.expression, "numpy")
     columns = []

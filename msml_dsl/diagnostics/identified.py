@@ -280,6 +280,13 @@ def _substitute(expression: str, inputs, args) -> str:
 def term_values(term, draws: dict[str, np.ndarray], grid: list[np.ndarray], max_draws: int = 400,
                 seed: int = 0) -> np.ndarray:
     """An unknown term evaluated on input points for posterior draws: (draws, points)."""
+    if getattr(term, "exact", None) is not None:   # an exact GP: a draw from its conditional given its values at the data
+        from msml_dsl.symbolic.unknown_terms import exact_gp_values
+
+        n = np.asarray(draws[term.exact.amplitude]).size
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, max_draws, replace=False)) if n > max_draws else np.arange(n)
+        return exact_gp_values(term, draws, np.stack([np.ravel(g) for g in grid], axis=1), rng, rows)
     symbols = [e for p in term.parameters for e in p.elements]
     fn = sympy.lambdify(list(term.inputs) + symbols, term.expression, "numpy")
     columns = []

@@ -74,7 +74,7 @@ def _number(e, default: float) -> float:
 
 
 def _build(ir) -> _Problem | None:
-    terms = [t for t in getattr(ir, "unknowns", ()) if t.kind in KINDS]
+    terms = [t for t in getattr(ir, "unknowns", ()) if t.kind in KINDS and t.exact is None]
     if ir.ode is None or not terms:
         return None
     weights, hyper, weight_params, means, sds = [], [], [], [], []

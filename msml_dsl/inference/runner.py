@@ -96,6 +96,13 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str],
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     program.reset_step_budget()
     pot = program.potential_and_grad
+    exact = [t.name for t in getattr(program.ir, "unknowns", ()) if t.exact is not None]
+    if how == "map" and exact:
+        # the joint density of a latent GP's values has no useful mode: the optimiser lets the GP
+        # interpolate the data and the noise scale run to zero, a funnel's neck to start chains in
+        notes.append(f"the exact GP {', '.join(repr(n) for n in exact)} has no useful joint mode (the optimiser "
+                     "interpolates the data and shrinks the noise); chains start from prior draws (init=prior)")
+        how = "prior"
     if how in ("prior", "map", "derivatives"):
         prior_draws = program.sample_prior(max(4 * n, 16), seed=seed)
         z_prior = program.to_unconstrained({k: prior_draws[k] for k in program.layout})
@@ -103,6 +110,8 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str],
         z_prior = z_prior[np.isfinite(u)]
     else:
         z_prior = np.empty((0, program.dim))
+    if how == "prior" and len(z_prior) >= n:
+        return z_prior[:n]
     z_uniform = rng.uniform(-2, 2, size=(max(4 * n, 16), program.dim))
     if how == "uniform" or (how == "prior" and len(z_prior) < n):
         u, _ = pot(z_uniform)

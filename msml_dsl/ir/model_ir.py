@@ -71,6 +71,8 @@ class Observation:
     # Method of lines: a field at a row is a linear combination of grid states,
     # symbol -> (state columns (rows, K), weights (rows, K)) read at the row's time_index
     state_maps: dict = field(default_factory=dict)
+    # exact GP terms called in the formulas (ir/exact_gp.py): symbol -> (term name, row -> point index)
+    gathers: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,40 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         return ModelIR(model.name, model.title, model.file, tuple(params), None, (), (), model.inference,
                        dict(model.constants), model.warnings, fidelity=problem)
 
+    # each observation's times, and its formulas with the time read per row
+    time_values = {}
+    if symbolic.states:
+        for obs in model.observations:
+            t = tables[obs.source].coordinates.get(model.time)
+            if t is not None:
+                time_values[obs.name] = t
+    observation_args, time_columns = {}, {}
+    for obs in model.observations:
+        args = tuple(symbolic.numeric(a) for a in symbolic.observation_args[obs.name])
+        if symbolic.time is not None and obs.name in time_values and any(symbolic.time in a.free_symbols for a in args):
+            # the time in an observation formula (a drift, a time-varying offset) is each row's own time
+            time_column = sympy.Symbol(f"{obs.source}.{model.time}", real=True)
+            args = tuple(a.xreplace({symbolic.time: time_column}) for a in args)
+            time_columns[obs.name] = {time_column.name: np.asarray(time_values[obs.name], dtype=float)}
+        observation_args[obs.name] = args
+
     terms: dict = {}
+    exact_plan = None
     if model.unknowns:
+        from msml_dsl.ir.exact_gp import ObservationCalls, plan_exact_gps
         from msml_dsl.symbolic.unknown_terms import expand_unknowns, substitute_unknowns
 
         terms = expand_unknowns(symbolic, tables)
+        calls = [ObservationCalls(obs.name, observation_args[obs.name],
+                                  {**{f"{obs.source}.{c}": np.asarray(v, dtype=float)
+                                      for c, v in tables[obs.source].columns.items()}, **time_columns.get(obs.name, {})},
+                                  len(tables[obs.source].columns[obs.column]))
+                 for obs in model.observations]
+        exact_plan = plan_exact_gps(symbolic, terms, [symbolic.numeric(e) for e in symbolic.rhs + symbolic.inits]
+                                    + [symbolic.numeric(e) for _, e in symbolic.derived], calls)
+        if exact_plan.errors:
+            raise MsmlError(list(exact_plan.errors), {model.file: model.program.source})
+        terms = exact_plan.terms
         for t in terms.values():
             for tp in t.parameters:
                 args = tuple(symbolic.numeric(a) for a in tp.args)
@@ -208,6 +239,8 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
                                               _support(spec, args)))
 
     def expand(e):
+        if exact_plan is not None:
+            e = exact_plan.replace_fixed(e)
         return substitute_unknowns(e, terms) if terms else e
 
     pde = None
@@ -217,18 +250,14 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
             raise MsmlError(problems, {model.file: model.program.source})
 
     ode = None
-    time_values = {}
     if symbolic.states:
-        all_times = [np.array([model.time_range[0]])]
-        for obs in model.observations:
-            t = tables[obs.source].coordinates.get(model.time)
-            if t is not None:
-                all_times.append(t)
-                time_values[obs.name] = t
+        all_times = [np.array([model.time_range[0]])] + list(time_values.values())
         output_times = np.unique(np.concatenate(all_times))
         rhs = tuple(expand(symbolic.numeric(r)) for r in symbolic.rhs)
         inits = tuple(expand(symbolic.numeric(i)) for i in symbolic.inits)
         element_symbols = [e for p in params for e in p.elements]
+        # an exact GP's values at numeric inputs enter the dynamics as parameters (a rate per dose)
+        element_symbols += [v for t in terms.values() if t.exact is not None for v in t.exact.value_symbols]
         used = set().union(*(r.free_symbols for r in rhs)) if rhs else set()
         ode_params = tuple(e for e in element_symbols if e in used)
         ode = OdeProblem(symbolic.time, float(model.time_range[0]), symbolic.states, rhs, ode_params, inits,
@@ -238,12 +267,19 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
     for obs in model.observations:
         table = tables[obs.source]
         raw = table.columns[obs.column]
-        args = tuple(expand(symbolic.numeric(a)) for a in symbolic.observation_args[obs.name])
-        covariates = {}
+        args, gathers = observation_args[obs.name], {}
+        if exact_plan is not None:
+            args, gathers = exact_plan.replace_observation(
+                next(c for c in calls if c.name == obs.name))
+        args = tuple(expand(a) for a in args)
+        covariates = dict(time_columns.get(obs.name, {}))
         mask = np.isfinite(raw)
+        for term_name, rows in list(gathers.values()):   # a row whose exact GP input is missing is not observed
+            mask &= rows >= 0
+        gathers = {sym: (term_name, np.maximum(rows, 0)) for sym, (term_name, rows) in gathers.items()}
         for a in args:
             for s in a.free_symbols:
-                if "." in s.name:
+                if "." in s.name and s.name not in covariates:
                     col = table.columns[s.name.rsplit(".", 1)[1]]
                     covariates[s.name] = col
                     mask &= np.isfinite(col)
@@ -260,7 +296,7 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
                 if col is not None:
                     coordinates[axis] = np.asarray(col, dtype=float)
         observations.append(Observation(obs.name, obs.distribution, args, values, mask, index, times, covariates,
-                                        table.file_lines, coordinates))
+                                        table.file_lines, coordinates, gathers=gathers))
 
     derived = tuple((n, expand(symbolic.numeric(e))) for n, e in symbolic.derived)
     # a library's coefficients on the original scale are reported like derived quantities

@@ -44,7 +44,8 @@ _LATER: dict = {}
 MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution", "output_scale": float,
                "posterior": {"type": str, "choices": ("all", "last_layer")}}   # which weights NUTS samples
 GP_OPTIONS = {"kernel": str, "basis": "ints", "lengthscale": "distribution", "amplitude": "distribution",
-              "period": float, "boundary_factor": float, "trend": bool}   # trend: fidelity discrepancies
+              "period": float, "boundary_factor": float, "trend": bool,   # trend: fidelity discrepancies
+              "method": {"type": str, "choices": ("auto", "exact", "basis")}}   # ir/exact_gp.py
 LIBRARY_OPTIONS = {"sparsity": "call", "threshold": float, "constant": bool}
 LIBRARY_GROUPS = ("poly", "fourier")
 SPARSITY_PRIORS = {"horseshoe": 1, "laplace": 1, "spike_slab": 2, "normal": 1}
@@ -1158,7 +1159,8 @@ class _Checker:
             self.bag.error("E261", f"{kind}() options are named, e.g. {kind}({next(iter(schema))}=...)",
                            rep.args[0].span)
         return UnknownInfo(d.name.id, tuple(a.id for a in d.inputs), kind, tuple(sorted(opts.items())),
-                           tuple(terms), tuple(priors), sparsity, d.span)
+                           tuple(terms), tuple(priors), sparsity, d.span,
+                           tuple((k.name.id, k.span) for k in rep.keywords))
 
     def _sparsity_keywords(self, v: ast.Call) -> bool:
         """horseshoe(tau0, slab_scale=2, slab_df=4): the regularised horseshoe's slab; other priors take none."""
@@ -1363,11 +1365,17 @@ class _Checker:
             names = [n for n in iter_expr(d.value) if isinstance(n, ast.Name)]
             if any(self.kind(n.id) == "fidelity level" for n in names):
                 linked.update(c.func.id for c in iter_expr(d.value) if isinstance(c, ast.Call))
+        in_levels = {c.func.id for d in self.p.of_type(ast.FidelityDecl) for c in iter_expr(d.value)
+                     if isinstance(c, ast.Call)}
         for u in self.p.of_type(ast.UnknownDecl):
             name = u.name.id
             if u.representation.func.id != "gp":
                 continue
             for kw in u.representation.keywords:
+                if kw.name.id == "method" and name in in_levels:
+                    self.bag.error("E262", f"'{name}' is used in a fidelity level, where a GP is always exact; "
+                                   "method= chooses between exact and basis only in the dynamics, observations "
+                                   "and derived quantities", kw.span, help="remove method=")
                 if kw.name.id == "trend" and name not in linked:
                     self.bag.error("E262", f"trend= shapes the discrepancy of a fidelity link; '{name}' is not "
                                    "used in a level that links to a lower one, so it would have no effect",

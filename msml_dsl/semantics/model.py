@@ -108,6 +108,11 @@ class UnknownInfo:
     priors: tuple[tuple[str, ast.Call], ...]  # prior options given as distributions (mlp prior, gp hyperpriors)
     sparsity: ast.Call | None                 # library: horseshoe(...) | laplace(...) | spike_slab(...) | normal(...)
     span: Span
+    option_spans: tuple[tuple[str, Span], ...] = ()   # where each keyword option is written
+
+    def option_span(self, key: str) -> Span:
+        """Where ``key=...`` is written (the declaration when it is not)."""
+        return next((s for k, s in self.option_spans if k == key), self.span)
 
 
 @dataclass(frozen=True)

@@ -87,10 +87,124 @@ class ExpandedTerm:
     # elements of parameters[0] that NUTS keeps at the optimum (an mlp's hidden layers with
     # posterior=last_layer); empty: every parameter is sampled
     fixed_at_optimum: tuple[int, ...] = ()
+    # an exact GP (gp terms evaluated only at inputs known from the data, ir/exact_gp.py): the term's
+    # values at its points are computed by the backend, not by `expression`
+    exact: ExactGaussianProcess | None = None
 
     def apply(self, args) -> sympy.Expr:
         """The term at actual arguments (``f(H, L)`` in an equation)."""
         return self.expression.xreplace(dict(zip(self.inputs, args)))
+
+
+@dataclass(frozen=True, eq=False)
+class ExactGaussianProcess:
+    """A ``gp`` term as an exact Gaussian process over the finite set of inputs it is called at.
+
+    The term's values there are ``amplitude * chol(C + jitter I) z`` with ``z ~ Normal(0, 1)``
+    (non-centred), C the unit kernel matrix of the points on standardised inputs (the points'
+    range mapped to [-1, 1]; the periodic kernel works on the inputs as written). Elsewhere the
+    term is the GP conditioned on those values (``predict``), which is how plots and reports
+    evaluate it.
+    """
+
+    kernel: str                                   # rbf | matern32 | matern52 | periodic
+    period: float | None
+    points: np.ndarray                            # (P, D) in the inputs' own units
+    centre: np.ndarray                            # (D,)
+    half_width: np.ndarray                        # (D,)
+    value_symbols: tuple[sympy.Symbol, ...]       # the term at each point (``NAME_at[i]``)
+    amplitude: str                                # parameter names
+    lengthscale: str
+    z: str
+    jitter: float = 1e-8
+
+    def standardised(self, x: np.ndarray) -> np.ndarray:
+        """Inputs as the kernel sees them."""
+        x = np.asarray(x, dtype=float)
+        return x if self.kernel == "periodic" else (x - self.centre) / self.half_width
+
+    def unit_kernel(self, a: np.ndarray, b: np.ndarray, ell: float) -> np.ndarray:
+        """The kernel with amplitude 1 between the rows of ``a`` and ``b`` (inputs in their own units)."""
+        diff = self.standardised(a)[:, None, :] - self.standardised(b)[None, :, :]
+        return kernel_from_differences(self.kernel, diff, ell, self.period, np)
+
+    def values_at_points(self, amplitude: float, ell: float, z: np.ndarray) -> np.ndarray:
+        """The term at its points for one draw."""
+        C = self.unit_kernel(self.points, self.points, ell) + self.jitter * np.eye(len(self.points))
+        return amplitude * (np.linalg.cholesky(C) @ z)
+
+    def predict(self, x: np.ndarray, amplitude: float, ell: float, z: np.ndarray,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+        """The term at new inputs ``x`` (Q, D) given one draw: the conditional mean, or a draw from the
+        conditional when ``rng`` is given (the band then includes the GP's spread between points)."""
+        from scipy.linalg import solve_triangular
+
+        C = self.unit_kernel(self.points, self.points, ell) + self.jitter * np.eye(len(self.points))
+        L = np.linalg.cholesky(C)
+        cross = self.unit_kernel(self.points, x, ell)                     # (P, Q)
+        V = solve_triangular(L, cross, lower=True)                          # L^-1 C_PQ
+        mean = amplitude * (V.T @ z)                                        # C_QP C_PP^-1 f_P, f_P = a L z
+        if rng is None:
+            return mean
+        cov = amplitude ** 2 * (self.unit_kernel(x, x, ell) - V.T @ V)
+        w, U = np.linalg.eigh((cov + cov.T) / 2)
+        return mean + U @ (np.sqrt(np.clip(w, 0.0, None)) * rng.standard_normal(len(w)))
+
+
+def exact_gp_values(term: ExpandedTerm, draws: dict, points: np.ndarray, rng: np.random.Generator | None = None,
+                    rows: np.ndarray | None = None) -> np.ndarray:
+    """An exact GP term at ``points`` (Q, D) for posterior draws (any leading shape, flattened): (N, Q).
+
+    The conditional mean per draw, or a draw from the conditional with ``rng``; ``rows`` picks draws."""
+    spec = term.exact
+    amp = np.asarray(draws[spec.amplitude], dtype=float).reshape(-1)
+    ell = np.asarray(draws[spec.lengthscale], dtype=float).reshape(-1)
+    z = np.asarray(draws[spec.z], dtype=float).reshape(len(amp), -1)
+    rows = np.arange(len(amp)) if rows is None else rows
+    points = np.asarray(points, dtype=float).reshape(len(points), -1)
+    return np.stack([spec.predict(points, amp[i], ell[i], z[i], rng) for i in rows]) if len(rows) else \
+        np.zeros((0, len(points)))
+
+
+def kernel_from_differences(kernel: str, diff, ell, period, xp):
+    """Unit-amplitude stationary kernels from input differences (..., D), for numpy or torch (``xp``)."""
+    if kernel == "periodic":
+        s = xp.sin(math.pi * diff[..., 0] / period)
+        return xp.exp(-2 * s ** 2 / ell ** 2)
+    d2 = (diff ** 2).sum(-1) / ell ** 2
+    if kernel == "rbf":
+        return xp.exp(-d2 / 2)
+    # sqrt at 0 has no derivative; clamping there leaves the kernel's (zero) slope at r = 0 intact
+    r = xp.sqrt(xp.clip(d2, 1e-30, None)) if xp is np else xp.sqrt(d2.clamp_min(1e-30))
+    if kernel == "matern32":
+        return (1 + math.sqrt(3) * r) * xp.exp(-math.sqrt(3) * r)
+    return (1 + math.sqrt(5) * r + 5 * r ** 2 / 3) * xp.exp(-math.sqrt(5) * r)
+
+
+def exact_gp_term(info: UnknownInfo, xs, points: np.ndarray, symbolic) -> ExpandedTerm:
+    """A ``gp`` term as an exact GP at ``points`` (P, D): hyperparameters as for the basis form, and
+    ``NAME_z`` (P values of Normal(0, 1)) for the term's values there."""
+    opts = dict(info.options)
+    priors = dict(info.priors)
+    kernel = opts.get("kernel", "rbf")
+    name = info.name
+    P, D = points.shape
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    width = np.where(hi - lo > 1e-12, (hi - lo) / 2, 1.0)
+    amp = sympy.Symbol(f"{name}_amplitude", real=True)
+    ell = sympy.Symbol(f"{name}_lengthscale", real=True)
+    default_ell = ("LogNormal", (0.0, 0.5)) if kernel == "periodic" else ("LogNormal", (math.log(0.5), 0.5))
+    z = _vector(f"{name}_z", P)
+    params = (_prior_parameter(f"{name}_amplitude", priors.get("amplitude"), ("HalfNormal", (1.0,)), amp, symbolic),
+              _prior_parameter(f"{name}_lengthscale", priors.get("lengthscale"), default_ell, ell, symbolic),
+              TermParameter(f"{name}_z", (P,), "Normal", (sympy.Integer(0), sympy.Integer(1)), z))
+    spec = ExactGaussianProcess(kernel, float(opts["period"]) if kernel == "periodic" else None, points,
+                                (lo + hi) / 2, width, _vector(f"{name}_at", P), f"{name}_amplitude",
+                                f"{name}_lengthscale", f"{name}_z")
+    ranges = tuple((float(a), float(b)) if b - a > 1e-12 else (float(a) - 1.0, float(b) + 1.0) for a, b in zip(lo, hi))
+    note = (f"'{name}' is an exact Gaussian process over the {P} input value{'s' if P != 1 else ''} it is "
+            "evaluated at (gp(method=exact))")
+    return ExpandedTerm(name, "gp", xs, info.inputs, sympy.Integer(0), params, (), 0.1, ranges, (note,), (), spec)
 
 
 def expand_unknowns(symbolic, tables) -> dict[str, ExpandedTerm]:
@@ -118,7 +232,9 @@ def substitute_unknowns(expr: sympy.Expr, terms: dict[str, ExpandedTerm]) -> sym
         return expr
     from sympy.core.function import AppliedUndef
 
-    return expr.replace(lambda e: isinstance(e, AppliedUndef) and e.func.__name__ in terms,
+    # exact GP calls were replaced by their values' symbols before (ir/exact_gp.py)
+    return expr.replace(lambda e: isinstance(e, AppliedUndef) and e.func.__name__ in terms
+                        and terms[e.func.__name__].exact is None,
                         lambda e: terms[e.func.__name__].apply(e.args))
 
 

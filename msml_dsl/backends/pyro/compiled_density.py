@@ -243,6 +243,8 @@ class _ObservationPack:
 
 def supported(ir: ModelIR) -> bool:
     """Whether the fast path covers this model (else the Pyro program's handlers are used)."""
+    if any(t.exact is not None for t in getattr(ir, "unknowns", ())):
+        return False   # an exact GP's Cholesky is not a scalar expression
     for p in ir.parameters:
         if p.support is None:
             return False

@@ -156,6 +156,17 @@ class PyroProgram:
                                      torch.as_tensor(w, dtype=DTYPE, device=self.device))
                                for sym, (cols, w) in o.state_maps.items()}))
         self._derived = TorchExpressions([e for _, e in ir.derived]) if ir.derived else None
+        # exact GP terms: the standardised differences between their points, fixed by the data
+        self._exact_gps = []
+        for term in getattr(ir, "unknowns", ()):
+            spec = term.exact
+            if spec is None:
+                continue
+            x = spec.standardised(spec.points)
+            diff = torch.as_tensor(x[:, None, :] - x[None, :, :], dtype=DTYPE, device=self.device)
+            symbols = {tp.name: tp.elements for tp in term.parameters}
+            self._exact_gps.append((term.name, spec, diff, symbols[spec.amplitude][0], symbols[spec.lengthscale][0],
+                                    symbols[spec.z]))
         self.system = None
         if ir.ode is not None:
             from msml_dsl.backends.pyro.ode_solver import compile_ode_system
@@ -228,6 +239,7 @@ class PyroProgram:
                         env[e] = value[..., i]
                 else:
                     env[p.elements[0]] = value
+            gp_values = self._exact_gp_values(env)
             solution = self.solve(env, n)
             for o, fn, values, mask, covariates, index, state_maps in self._obs:
                 # Parameters become (n, 1), states (n, rows), covariates (rows,): broadcasting gives (n, rows).
@@ -239,6 +251,8 @@ class PyroProgram:
                         local[s] = solution[:, index, j]
                     for sym, (cols, w) in state_maps.items():  # a field interpolated between grid states
                         local[sym] = (solution[:, index[:, None], cols] * w).sum(-1)
+                for sym, (term_name, rows) in o.gathers.items():   # an exact GP at each row's inputs
+                    local[sym] = gp_values[term_name][:, torch.as_tensor(rows, device=self.device)]
                 rows = values.shape[0]
                 args = [a.expand(n, rows) for a in fn(local, self.device)]
                 if predictive:
@@ -255,6 +269,25 @@ class PyroProgram:
                 for (name, _), v in zip(self.ir.derived, self._derived(env, self.device)):
                     pyro.deterministic(name, v.expand(n) if v.ndim == 0 else v)
         return solution
+
+    def _exact_gp_values(self, env: dict) -> dict[str, torch.Tensor]:
+        """Each exact GP's values at its points, ``amplitude * chol(C + jitter I) z`` (n, P); also put in
+        ``env`` as the ``NAME_at[i]`` symbols that dynamics and derived quantities read."""
+        from msml_dsl.symbolic.unknown_terms import kernel_from_differences
+
+        out = {}
+        for name, spec, diff, amp, ell, z_elements in self._exact_gps:
+            ell_v = env[ell].reshape(-1, 1, 1)
+            C = kernel_from_differences(spec.kernel, diff, ell_v, spec.period, torch)
+            C = C + spec.jitter * torch.eye(diff.shape[0], dtype=DTYPE, device=self.device)
+            L, info = torch.linalg.cholesky_ex(C)
+            L = torch.where((info > 0).reshape(-1, 1, 1), torch.full_like(L, float("nan")), L)
+            z = torch.stack([env[e] for e in z_elements], dim=-1)
+            values = env[amp].unsqueeze(-1) * (L @ z.unsqueeze(-1)).squeeze(-1)
+            out[name] = values
+            for i, symbol in enumerate(spec.value_symbols):
+                env[symbol] = values[..., i]
+        return out
 
     def solve(self, env: dict, n: int):
         if self.system is None:
