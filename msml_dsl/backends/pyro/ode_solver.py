@@ -426,7 +426,10 @@ def _initial_step(f_only, f_jac, t, y, S, p, fy0, fS0, jy, jp, jsp, sens, order,
 # ---- the explicit path works on one flat augmented state z = [y (n), S (n x m) row-major] of
 # length D = n (1 + m), and stage slopes K (7, D): every stage, error and dense-output loop runs
 # over D contiguous numbers (vectorised), where loops over (state, column) pairs with two or
-# three columns cost 5-7x more on a 200-state system.
+# three columns cost 5-7x more on a 200-state system. With the fused kernel, S holds only its
+# structurally non-zero entries (row by row; the layout follows J_y's pattern in ``jsp``: row
+# pointers, then columns), so D = n + non-zeros: experiments' blocks carry no sensitivities to
+# each other's parameters. The generic path uses the full layout (every column of every row).
 @_ijit
 def _eval_flat(f_only, f_jac, f_sens, fused, t, z, p, K, row, n, m, jy, jp, jsp, sens):
     """K[row, :n] = f(t, y);  K[row, n:] = J_y S + [J_p | 0]  (y = z[:n], S = z[n:] as n x m)."""
@@ -454,28 +457,31 @@ def _all_finite_flat(K, row):
 
 
 @_ijit
-def _scaled_norm_flat(v, z, n, m, rtol, atol):
-    """_scaled_norm over flat vectors, summed in the same order (state, then its columns)."""
+def _scaled_norm_flat(v, z, n, m, jsp, rtol, atol):
+    """_scaled_norm over flat vectors, summed in the same order (state, then its columns); the
+    sensitivities left out of z are zero throughout and count in the mean as zeros."""
+    off = n + 1 + jsp[n]
     acc = 0.0
     for i in range(n):
         e = v[i] / (atol + rtol * abs(z[i]))
         acc += e * e
-        for k in range(m):
-            x = n + i * m + k
+        for q in range(jsp[off + i], jsp[off + i + 1]):
+            x = n + q
             e = v[x] / (atol + rtol * abs(z[x]))
             acc += e * e
     return math.sqrt(acc / (n * (1 + m)))
 
 
 @_ijit
-def _err_norm_flat(ez, z_old, z_new, n, m, rtol, atol):
+def _err_norm_flat(ez, z_old, z_new, n, m, jsp, rtol, atol):
     """_err_norm over flat vectors, summed in the same order (state, then its columns)."""
+    off = n + 1 + jsp[n]
     acc = 0.0
     for i in range(n):
         e = ez[i] / (atol + rtol * max(abs(z_old[i]), abs(z_new[i])))
         acc += e * e
-        for k in range(m):
-            x = n + i * m + k
+        for q in range(jsp[off + i], jsp[off + i + 1]):
+            x = n + q
             e = ez[x] / (atol + rtol * max(abs(z_old[x]), abs(z_new[x])))
             acc += e * e
     return math.sqrt(acc / (n * (1 + m)))
@@ -486,9 +492,9 @@ def _initial_step_flat(f_only, f_jac, f_sens, fused, t, z, p, K, n, m, jy, jp, j
                        wz, T1):
     """Hairer's starting step from f0 = K[0]; one extra evaluation into T1[0]."""
     D = z.shape[0]
-    d0 = _scaled_norm_flat(z, z, n, m, rtol, atol)
+    d0 = _scaled_norm_flat(z, z, n, m, jsp, rtol, atol)
     f0 = K[0]
-    d1 = _scaled_norm_flat(f0, z, n, m, rtol, atol)
+    d1 = _scaled_norm_flat(f0, z, n, m, jsp, rtol, atol)
     h0 = _trial_step(d0, d1, hmax)
     for x in range(D):
         wz[x] = z[x] + h0 * f0[x]
@@ -496,7 +502,7 @@ def _initial_step_flat(f_only, f_jac, f_sens, fused, t, z, p, K, n, m, jy, jp, j
     f1 = T1[0]
     for x in range(D):
         f1[x] -= f0[x]
-    d2 = _scaled_norm_flat(f1, z, n, m, rtol, atol) / h0
+    d2 = _scaled_norm_flat(f1, z, n, m, jsp, rtol, atol) / h0
     return _initial_step_choice(h0, d1, d2, order, hmax)
 
 
@@ -517,15 +523,22 @@ def _dp_dense_flat(z, K, h, theta, Pm, out, w):
 
 
 @_ijit
-def _store_flat(Y, SP, S0, b, idx, z, n, m, P, sens):
+def _store_flat(Y, SP, S0, b, idx, z, n, m, P, sens, jsp):
     for i in range(n):
         Y[b, idx, i] = z[i]
     if sens:
+        off = n + 1 + jsp[n]
         for i in range(n):
             for k in range(P):
-                SP[b, idx, i, k] = z[n + i * m + k]
+                SP[b, idx, i, k] = 0.0
             for k in range(S0.shape[3]):
-                S0[b, idx, i, k] = z[n + i * m + P + k]
+                S0[b, idx, i, k] = 0.0
+            for q in range(jsp[off + i], jsp[off + i + 1]):
+                k = jsp[off + n + 1 + q]
+                if k < P:
+                    SP[b, idx, i, k] = z[n + q]
+                else:
+                    S0[b, idx, i, k - P] = z[n + q]
 
 
 @_njit_nrt_free
@@ -586,7 +599,7 @@ def _rk45_row(f_only, f_jac, f_sens, fused, b, t, z, n, m, p, times, idx, t_end,
                 ez[x] += e * K[j, x]
         for x in range(D):
             ez[x] *= h
-        err = _err_norm_flat(ez, z, zn, n, m, rtol, atol)
+        err = _err_norm_flat(ez, z, zn, n, m, jsp, rtol, atol)
         if not math.isfinite(err) or not _all_finite_flat(K, 6):
             h *= 0.2
             rejected = True
@@ -612,11 +625,11 @@ def _rk45_row(f_only, f_jac, f_sens, fused, b, t, z, n, m, p, times, idx, t_end,
             # outputs in (t, t_new]
             while idx < T and times[idx] <= t_new:
                 if times[idx] == t_new:
-                    _store_flat(Y, SP, S0, b, idx, zn, n, m, P, sens)
+                    _store_flat(Y, SP, S0, b, idx, zn, n, m, P, sens, jsp)
                 else:
                     theta = (times[idx] - t) / h
                     _dp_dense_flat(z, K, h, theta, Pm, oz, w7)
-                    _store_flat(Y, SP, S0, b, idx, oz, n, m, P, sens)
+                    _store_flat(Y, SP, S0, b, idx, oz, n, m, P, sens, jsp)
                 idx += 1
             t = t_new
             for x in range(D):
@@ -784,8 +797,9 @@ def _solve_batch(f_only, f_jac, t_deriv, f_sens, fused, has_t, y0, p, t0, times,
     T = times.shape[0]
     n0 = S0.shape[3] if sens else 0  # 0 when the initial values need no sensitivities
     m = (P + n0) if sens else 0
-    # workspace (shared by rows)
-    D = n * (1 + m)
+    # workspace (shared by rows); the sensitivity layout follows J_y's pattern in jsp
+    off = n + 1 + jsp[n]
+    D = n + (jsp[off + n] if sens else 0)
     z = np.empty(D)
     K = np.empty((7, D))
     zs = np.empty(D)
@@ -842,8 +856,8 @@ def _solve_batch(f_only, f_jac, t_deriv, f_sens, fused, has_t, y0, p, t0, times,
             else:
                 for i in range(n):
                     z[i] = y[i]
-                    for k in range(m):
-                        z[n + i * m + k] = S[i, k]
+                    for q in range(jsp[off + i], jsp[off + i + 1]):
+                        z[n + q] = S[i, jsp[off + n + 1 + q]]
                 status, t, idx, nsteps = _rk45_row(f_only, f_jac, f_sens, fused, b, t, z, n, m, pb, times, idx,
                                                    times[T - 1],
                                                    rtol, atol, max_steps, 0, sens, method == 2,
@@ -853,7 +867,9 @@ def _solve_batch(f_only, f_jac, t_deriv, f_sens, fused, has_t, y0, p, t0, times,
                     for i in range(n):
                         y[i] = z[i]
                         for k in range(m):
-                            S[i, k] = z[n + i * m + k]
+                            S[i, k] = 0.0
+                        for q in range(jsp[off + i], jsp[off + i + 1]):
+                            S[i, jsp[off + n + 1 + q]] = z[n + q]
                     status, t, idx, nsteps = _ros_row(f_only, f_jac, t_deriv, has_t, b, t, y, S, pb, times,
                                                       idx, rtol, atol, max_steps, nsteps, sens, Y, SP, S0,
                                                       RA, RC, RM, RE, Rc, Rd, gam,
@@ -972,30 +988,73 @@ def _header(name, args, n, P, states="y"):
 
 # The fused kernel f_sens writes f and J_y S + [J_p | 0] as straight-line code: 0.7 us on a
 # 200-state chain where f_jac and a sparse product over J_y take 8 us. numba compiles its lines
-# at a few ms each, so it is generated only up to this many outputs (n (1 + columns)); larger
-# systems keep f_jac and the product.
+# at a few ms each, so it is generated only up to this many outputs (f and the structurally
+# non-zero sensitivities); larger systems keep f_jac and the product.
 FUSED_OUTPUT_LIMIT = 2000
 
 
+def structural_sensitivities(state_uses: list[set[int]], param_uses: list[set[int]], P: int, m: int) -> list[set[int]]:
+    """The columns k where S_ik = dy_i/d(column k) can be non-zero, from which states and parameters
+    each equation uses: column k < P from the equations that use p_k, column P + l (an initial value;
+    S(0) = [0 | I]) from state l, each spread along the Jacobian's pattern to every state that
+    depends on one already reached. In a block-diagonal system (experiments) a state's
+    sensitivities to another block's parameters stay zero; in a chain, state i reaches p_1..p_i."""
+    n = len(state_uses)
+    reach = [{k for k in param_uses[i] if k < m} | ({P + i} if m > P else set()) for i in range(n)]
+    changed = True
+    while changed:
+        changed = False
+        for i in range(n):
+            for j in state_uses[i]:
+                if not reach[j] <= reach[i]:
+                    reach[i] |= reach[j]
+                    changed = True
+    return reach
+
+
 def _fused_sensitivity_lines(printer, n, P, m, f, yy, pp, used):
-    """Body of f_sens(t, z, p, out): out[:n] = f, out[n + i m + k] = (J_p)_ik + sum_j (J_y)_ij S_jk."""
+    """Body of f_sens(t, z, p, out) on the compressed layout, and that layout (row pointers, then
+    columns): out[:n] = f, out[n + q] = (J_p)_ik + sum_j (J_y)_ij S_jk for the q-th structurally
+    non-zero S_ik (row by row, columns ascending)."""
     ss = [[sympy.Symbol(f"_s{j}_{k}", real=True) for k in range(m)] for j in range(n)]
     zero = sympy.Integer(0)
+    reach = structural_sensitivities([{j for j in range(n) if yy[j] in used[i]} for i in range(n)],
+                                     [{k for k in range(P) if pp[k] in used[i]} for i in range(n)], P, m)
+    position = {}
+    for i in range(n):
+        for k in sorted(reach[i]):
+            position[i, k] = len(position)
     targets = []
     loads = set()
     for i in range(n):
         targets.append((f"out[{i}]", f[i]))
         states = [j for j in range(n) if yy[j] in used[i]]
         jy_row = [(j, sympy.diff(f[i], yy[j])) for j in states]
-        for k in range(m):
+        for k in sorted(reach[i]):
             e = sympy.diff(f[i], pp[k]) if k < P and pp[k] in used[i] else zero
             for j, a in jy_row:
-                if a != 0:
+                if a != 0 and k in reach[j]:
                     e = e + a * ss[j][k]
                     loads.add((j, k))
-            targets.append((f"out[{n + i * m + k}]", e))
-    lines = [f"    _s{j}_{k} = z[{n + j * m + k}]" for j, k in sorted(loads)]
-    return lines + _emit_assignments(printer, targets)
+            targets.append((f"out[{n + position[i, k]}]", e))
+    lines = [f"    _s{j}_{k} = z[{n + position[j, k]}]" for j, k in sorted(loads)]
+    layout = np.concatenate([np.cumsum([0] + [len(r) for r in reach]), [k for r in reach for k in sorted(r)]])
+    return lines + _emit_assignments(printer, targets), np.asarray(layout, dtype=np.int64)
+
+
+def full_sensitivity_layout(n: int, m: int) -> np.ndarray:
+    """Every column of every row (the generic path's layout): row pointers, then columns."""
+    return np.concatenate([np.arange(n + 1) * m, np.tile(np.arange(m), n)]).astype(np.int64)
+
+
+def _fused_output_count(states, params, rhs, m: int) -> int:
+    """How many outputs f_sens writes (f and the structurally non-zero sensitivities)."""
+    index_y = {s: i for i, s in enumerate(states)}
+    index_p = {s: k for k, s in enumerate(params)}
+    free = [sympy.sympify(e).free_symbols for e in rhs]
+    reach = structural_sensitivities([{index_y[s] for s in u if s in index_y} for u in free],
+                                     [{index_p[s] for s in u if s in index_p} for u in free], len(params), m)
+    return len(states) + sum(len(r) for r in reach)
 
 
 def _generate_source(tsym, ysyms, psyms, rhs, sens_columns=None):
@@ -1049,12 +1108,15 @@ def _generate_source(tsym, ysyms, psyms, rhs, sens_columns=None):
     src.append("")
     if sens_columns is not None:
         src += _header("f_sens", ["t", "z", "p", "out"], n, P, states="z")
-        src += _fused_sensitivity_lines(printer, n, P, sens_columns, f, yy, pp, used)
+        lines, sens_layout = _fused_sensitivity_lines(printer, n, P, sens_columns, f, yy, pp, used)
+        src += lines
         src.append("")
+    else:
+        sens_layout = np.zeros(0, dtype=np.int64)
     pattern = [[j for j in range(n) if Jy[i][j] != 0] for i in range(n)]
     indptr = np.cumsum([0] + [len(r) for r in pattern])
     jac_pattern = np.ascontiguousarray(np.concatenate([indptr, [j for r in pattern for j in r]]), dtype=np.int64)
-    return "\n".join(src), has_t, jac_pattern
+    return "\n".join(src), has_t, jac_pattern, sens_layout
 
 
 # --------------------------------------------------------------------------
@@ -1076,6 +1138,17 @@ class OdeSystem:
     # J_y's structural non-zeros as CSR (indptr of n+1, then column indices): the sensitivity
     # products cost O(non-zeros) rather than O(n^2) per stage.
     jac_pattern: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64), repr=False)
+    # the fused kernel's compressed sensitivity layout (row pointers, then columns; see _eval_flat)
+    sens_layout: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    _patterns: dict = field(default_factory=dict, repr=False)
+
+    def _pattern(self, fused: bool, m: int) -> np.ndarray:
+        """J_y's pattern followed by the sensitivity layout of this path (what the core calls jsp)."""
+        key = (fused, m)
+        if key not in self._patterns:
+            layout = self.sens_layout if fused else full_sensitivity_layout(self.n_states, m)
+            self._patterns[key] = np.ascontiguousarray(np.concatenate([self.jac_pattern, layout]), dtype=np.int64)
+        return self._patterns[key]
 
     # Each kernel is compiled (or loaded from the disk cache) when a solve first needs it: an
     # explicit model with the fused kernel never compiles f_jac, whose numba compilation is most
@@ -1165,7 +1238,7 @@ class OdeSystem:
                          self.t_deriv.address if method != "rk45" else 0,
                          self.f_sens.address if fused else 0, fused, self.has_time,
                          y0, p, float(t0), times, METHODS[method], float(rtol), float(atol),
-                         int(max_steps), sens, Y, SP, S0, ok, nsteps, self.jac_pattern)
+                         int(max_steps), sens, Y, SP, S0, ok, nsteps, self._pattern(fused, m if sens else 0))
         elif B:
             ok[:] = True
         self.last_nsteps = nsteps
@@ -1221,20 +1294,22 @@ def _cached_source(time, states, params, rhs, sens_columns=None):
         path = kernel_cache_dir() / f"msml_ode_source_{digest}.json"
         if path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))
-            return data["source"], data["has_t"], np.asarray(data["jac_pattern"], dtype=np.int64)
+            return (data["source"], data["has_t"], np.asarray(data["jac_pattern"], dtype=np.int64),
+                    np.asarray(data["sens_layout"], dtype=np.int64))
     except (OSError, ValueError, KeyError):
         pass
-    src, has_t, jac_pattern = _generate_source(time, states, params, rhs, sens_columns)
+    src, has_t, jac_pattern, sens_layout = _generate_source(time, states, params, rhs, sens_columns)
     try:
         folder = kernel_cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"source": src, "has_t": bool(has_t), "jac_pattern": jac_pattern.tolist()}, fh)
+            json.dump({"source": src, "has_t": bool(has_t), "jac_pattern": jac_pattern.tolist(),
+                       "sens_layout": sens_layout.tolist()}, fh)
         os.replace(tmp, folder / f"msml_ode_source_{digest}.json")
     except OSError:
         pass
-    return src, has_t, jac_pattern
+    return src, has_t, jac_pattern, sens_layout
 
 
 class _Kernels:
@@ -1295,12 +1370,13 @@ def compile_ode_system(time: sympy.Symbol, states: list, params: list, rhs: list
     t_start = _time.perf_counter()
     if sens_columns == -1:
         sens_columns = len(params)
-    if sens_columns is not None and len(states) * (1 + sens_columns) > FUSED_OUTPUT_LIMIT:
+    if sens_columns is not None and len(states) * (1 + sens_columns) > FUSED_OUTPUT_LIMIT \
+            and _fused_output_count(states, params, rhs, sens_columns) > FUSED_OUTPUT_LIMIT:
         sens_columns = None
-    src, has_t, jac_pattern = _cached_source(time, list(states), list(params), list(rhs), sens_columns)
+    src, has_t, jac_pattern, sens_layout = _cached_source(time, list(states), list(params), list(rhs), sens_columns)
     kernels = _Kernels(src)
     system = OdeSystem(n_states=len(states), n_params=len(params), has_time=has_t, source=src, kernels=kernels,
-                       jac_pattern=jac_pattern, sens_columns=sens_columns)
+                       jac_pattern=jac_pattern, sens_columns=sens_columns, sens_layout=sens_layout)
     system.compile_seconds = _time.perf_counter() - t_start
     if warmup:
         system.warmup(methods, sensitivities)
