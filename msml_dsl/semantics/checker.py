@@ -45,7 +45,8 @@ MLP_OPTIONS = {"hidden": "ints", "activation": str, "prior": "distribution", "ou
                "posterior": {"type": str, "choices": ("all", "last_layer")}}   # which weights NUTS samples
 GP_OPTIONS = {"kernel": str, "basis": "ints", "lengthscale": "distribution", "amplitude": "distribution",
               "period": float, "boundary_factor": float, "trend": bool,   # trend: fidelity discrepancies
-              "method": {"type": str, "choices": ("auto", "exact", "basis")}}   # ir/exact_gp.py
+              "method": {"type": str, "choices": ("auto", "exact", "basis")},   # ir/exact_gp.py
+              "parametrisation": {"type": str, "choices": ("centred", "noncentred")}}   # of an exact GP
 LIBRARY_OPTIONS = {"sparsity": "call", "threshold": float, "constant": bool}
 LIBRARY_GROUPS = ("poly", "fourier")
 SPARSITY_PRIORS = {"horseshoe": 1, "laplace": 1, "spike_slab": 2, "normal": 1}

@@ -117,6 +117,9 @@ class ExactGaussianProcess:
     lengthscale: str
     z: str
     jitter: float = 1e-8
+    # centred: NAME_z are the values themselves, z ~ MultivariateNormal(0, amplitude^2 (C + jitter I));
+    # else z ~ Normal(0, 1) and the values are amplitude chol(C + jitter I) z
+    centred: bool = True
 
     def standardised(self, x: np.ndarray) -> np.ndarray:
         """Inputs as the kernel sees them."""
@@ -130,6 +133,8 @@ class ExactGaussianProcess:
 
     def values_at_points(self, amplitude: float, ell: float, z: np.ndarray) -> np.ndarray:
         """The term at its points for one draw."""
+        if self.centred:
+            return np.asarray(z, dtype=float)
         C = self.unit_kernel(self.points, self.points, ell) + self.jitter * np.eye(len(self.points))
         return amplitude * (np.linalg.cholesky(C) @ z)
 
@@ -143,7 +148,9 @@ class ExactGaussianProcess:
         L = np.linalg.cholesky(C)
         cross = self.unit_kernel(self.points, x, ell)                     # (P, Q)
         V = solve_triangular(L, cross, lower=True)                          # L^-1 C_PQ
-        mean = amplitude * (V.T @ z)                                        # C_QP C_PP^-1 f_P, f_P = a L z
+        # C_QP C_PP^-1 f_P = V^T L^-1 f_P; non-centred f_P = a L z, so L^-1 f_P = a z
+        w = solve_triangular(L, np.asarray(z, dtype=float), lower=True) if self.centred else amplitude * np.asarray(z)
+        mean = V.T @ w
         if rng is None:
             return mean
         cov = amplitude ** 2 * (self.unit_kernel(x, x, ell) - V.T @ V)
@@ -197,10 +204,12 @@ def exact_gp_term(info: UnknownInfo, xs, points: np.ndarray, symbolic) -> Expand
     z = _vector(f"{name}_z", P)
     params = (_prior_parameter(f"{name}_amplitude", priors.get("amplitude"), ("HalfNormal", (1.0,)), amp, symbolic),
               _prior_parameter(f"{name}_lengthscale", priors.get("lengthscale"), default_ell, ell, symbolic),
+              # centred, the program gives NAME_z its GP prior (MultivariateNormal, backends/pyro/program.py)
               TermParameter(f"{name}_z", (P,), "Normal", (sympy.Integer(0), sympy.Integer(1)), z))
+    centred = opts.get("parametrisation", "centred") == "centred"
     spec = ExactGaussianProcess(kernel, float(opts["period"]) if kernel == "periodic" else None, points,
                                 (lo + hi) / 2, width, _vector(f"{name}_at", P), f"{name}_amplitude",
-                                f"{name}_lengthscale", f"{name}_z")
+                                f"{name}_lengthscale", f"{name}_z", centred=centred)
     ranges = tuple((float(a), float(b)) if b - a > 1e-12 else (float(a) - 1.0, float(b) + 1.0) for a, b in zip(lo, hi))
     note = (f"'{name}' is an exact Gaussian process over the {P} input value{'s' if P != 1 else ''} it is "
             "evaluated at (gp(method=exact))")

@@ -73,10 +73,14 @@ def test_exact_gp_prior_has_the_kernel_covariance(drift_data):
     assert np.abs(residual.mean(axis=0)).max() < 4 * 0.5 / np.sqrt(n)
 
 
-def test_exact_gp_density_matches_an_independent_computation(drift_data):
+@pytest.mark.parametrize("parametrisation", ["centred", "noncentred"])
+def test_exact_gp_density_matches_an_independent_computation(drift_data, parametrisation):
+    import pyro
+    import torch
     from scipy import stats
 
-    m = _compile(drift_data, "kernel=matern52")
+    m = _compile(drift_data, f"kernel=matern52, parametrisation={parametrisation}")
+    assert m.ir.unknowns[0].exact.centred == (parametrisation == "centred")
     spec = m.ir.unknowns[0].exact
     rng = np.random.default_rng(0)
     z = rng.normal(scale=0.5, size=(3, m.program.dim))
@@ -91,6 +95,16 @@ def test_exact_gp_density_matches_an_independent_computation(drift_data):
     # the conditional at the data's own inputs is the values there
     f = spec.values_at_points(0.7, 0.4, values["drift_z"][0])
     assert np.allclose(spec.predict(spec.points, 0.7, 0.4, values["drift_z"][0]), f, atol=1e-5)
+    # the prior density of the values: centred, NAME_z ~ MultivariateNormal(0, a^2 (C + jitter I))
+    conditioned = pyro.poutine.condition(m.program.model, {k: torch.as_tensor(v) for k, v in values.items()})
+    trace = pyro.poutine.trace(conditioned).get_trace(3)
+    logp = trace.nodes["drift_z"]["fn"].log_prob(trace.nodes["drift_z"]["value"]).numpy()
+    for i in range(3):
+        a, ell, z = values["drift_amplitude"][i], values["drift_lengthscale"][i], values["drift_z"][i]
+        C = spec.unit_kernel(spec.points, spec.points, ell) + spec.jitter * np.eye(len(spec.points))
+        expected = (stats.multivariate_normal(np.zeros(len(z)), a ** 2 * C).logpdf(z) if spec.centred
+                    else stats.norm().logpdf(z).sum())
+        assert logp[i] == pytest.approx(expected, rel=1e-8)
 
 
 def test_exact_gp_upstream_of_a_parameter_per_experiment(tmp_path):

@@ -167,6 +167,7 @@ class PyroProgram:
             symbols = {tp.name: tp.elements for tp in term.parameters}
             self._exact_gps.append((term.name, spec, diff, symbols[spec.amplitude][0], symbols[spec.lengthscale][0],
                                     symbols[spec.z]))
+        self._centred = {g[1].z: g for g in self._exact_gps if g[1].centred}
         self.system = None
         if ir.ode is not None:
             from msml_dsl.backends.pyro.ode_solver import compile_ode_system
@@ -233,7 +234,8 @@ class PyroProgram:
         env: dict = {}
         with pyro.plate("draws", n, dim=-1):
             for p in self.ir.parameters:
-                value = pyro.sample(p.name, self._prior(p, env, n))
+                prior = self._centred_gp_prior(p.name, env, n) if p.name in self._centred else self._prior(p, env, n)
+                value = pyro.sample(p.name, prior)
                 if p.shape:
                     for i, e in enumerate(p.elements):
                         env[e] = value[..., i]
@@ -270,20 +272,35 @@ class PyroProgram:
                     pyro.deterministic(name, v.expand(n) if v.ndim == 0 else v)
         return solution
 
-    def _exact_gp_values(self, env: dict) -> dict[str, torch.Tensor]:
-        """Each exact GP's values at its points, ``amplitude * chol(C + jitter I) z`` (n, P); also put in
-        ``env`` as the ``NAME_at[i]`` symbols that dynamics and derived quantities read."""
+    def _exact_gp_factor(self, spec, diff, ell) -> torch.Tensor:
+        """chol(C + jitter I) per draw (n, P, P); NaN where the factorisation fails (the draw is rejected)."""
         from msml_dsl.symbolic.unknown_terms import kernel_from_differences
 
+        C = kernel_from_differences(spec.kernel, diff, ell.reshape(-1, 1, 1), spec.period, torch)
+        C = C + spec.jitter * torch.eye(diff.shape[0], dtype=DTYPE, device=self.device)
+        L, info = torch.linalg.cholesky_ex(C)
+        return torch.where((info > 0).reshape(-1, 1, 1), torch.full_like(L, float("nan")), L)
+
+    def _centred_gp_prior(self, name: str, env: dict, n: int):
+        """A centred exact GP's values: MultivariateNormal(0, amplitude^2 (C + jitter I)) per draw."""
+        _, spec, diff, amp, ell, _ = self._centred[name]
+        L = self._exact_gp_factor(spec, diff, env[ell])
+        scale = env[amp].reshape(-1, 1, 1) * L
+        return dist.MultivariateNormal(torch.zeros(L.shape[:-1], dtype=DTYPE, device=self.device),
+                                       scale_tril=scale.expand(n, *scale.shape[1:]))
+
+    def _exact_gp_values(self, env: dict) -> dict[str, torch.Tensor]:
+        """Each exact GP's values at its points (n, P): NAME_z itself when centred, else
+        ``amplitude * chol(C + jitter I) z``; also put in ``env`` as the ``NAME_at[i]`` symbols that
+        dynamics and derived quantities read."""
         out = {}
         for name, spec, diff, amp, ell, z_elements in self._exact_gps:
-            ell_v = env[ell].reshape(-1, 1, 1)
-            C = kernel_from_differences(spec.kernel, diff, ell_v, spec.period, torch)
-            C = C + spec.jitter * torch.eye(diff.shape[0], dtype=DTYPE, device=self.device)
-            L, info = torch.linalg.cholesky_ex(C)
-            L = torch.where((info > 0).reshape(-1, 1, 1), torch.full_like(L, float("nan")), L)
             z = torch.stack([env[e] for e in z_elements], dim=-1)
-            values = env[amp].unsqueeze(-1) * (L @ z.unsqueeze(-1)).squeeze(-1)
+            if spec.centred:
+                values = z
+            else:
+                L = self._exact_gp_factor(spec, diff, env[ell])
+                values = env[amp].unsqueeze(-1) * (L @ z.unsqueeze(-1)).squeeze(-1)
             out[name] = values
             for i, symbol in enumerate(spec.value_symbols):
                 env[symbol] = values[..., i]
