@@ -96,11 +96,17 @@ class ModelIR:
         def expr(e):
             return sympy.sstr(e)
 
+        def prior(p):
+            gp = next((t.exact for t in self.unknowns if t.exact is not None and t.exact.z == p.name), None)
+            if gp is not None and gp.centred:   # the values of an exact GP at its points
+                return (f"MultivariateNormal(0, {gp.amplitude}^2 {gp.kernel}({gp.lengthscale})) at "
+                        f"{len(gp.points)} points")
+            return f"{p.distribution}(" + ", ".join(expr(a) for a in p.args) + ")"
+
         data = {
             "model": self.name, "title": self.title, "file": self.file, "constants": self.constants,
-            "parameters": [{"name": p.name, "shape": list(p.shape), "prior": f"{p.distribution}("
-                            + ", ".join(expr(a) for a in p.args) + ")", "lower": p.lower, "upper": p.upper}
-                           for p in self.parameters],
+            "parameters": [{"name": p.name, "shape": list(p.shape), "prior": prior(p), "lower": p.lower,
+                            "upper": p.upper} for p in self.parameters],
             "ode": None if self.ode is None else {
                 "time": str(self.ode.time), "t0": self.ode.t0,
                 "states": [str(s) for s in self.ode.states],

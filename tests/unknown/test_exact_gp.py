@@ -1,5 +1,7 @@
 """Exact Gaussian processes: gp terms evaluated only at inputs known from the data (ir/exact_gp.py)."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -46,6 +48,8 @@ def test_a_gp_called_at_data_inputs_is_exact_and_one_in_the_dynamics_is_a_basis(
     assert term.exact is not None and len(term.exact.points) == 12
     assert {p.name for p in m.ir.parameters} >= {"drift_amplitude", "drift_lengthscale", "drift_z"}
     assert "drift_beta" not in {p.name for p in m.ir.parameters}
+    shown = {p["name"]: p["prior"] for p in json.loads(m.ir.to_json())["parameters"]}
+    assert shown["drift_z"] == "MultivariateNormal(0, drift_amplitude^2 rbf(drift_lengthscale)) at 12 points"
     (obs,) = m.ir.observations
     assert len(obs.gathers) == 1 and sorted(next(iter(obs.gathers.values()))[1]) == list(range(12))
     basis = _compile(drift_data, "kernel=rbf, method=basis")
