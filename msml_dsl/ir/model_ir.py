@@ -227,9 +227,15 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         from msml_dsl.symbolic.unknown_terms import expand_unknowns, substitute_unknowns
 
         terms = expand_unknowns(symbolic, tables)
-        calls = [ObservationCalls(obs.name, observation_args[obs.name],
-                                  {**{f"{obs.source}.{c}": np.asarray(v, dtype=float)
-                                      for c, v in tables[obs.source].columns.items()}, **time_columns.get(obs.name, {})},
+        def read_columns(obs):
+            """The data columns an observation's formula reads (by their symbols' names), and the time."""
+            table = tables[obs.source]
+            names = {s.name for a in observation_args[obs.name] for s in a.free_symbols if "." in s.name}
+            read = {n: np.asarray(table.columns[n.rsplit(".", 1)[1]], dtype=float) for n in names
+                    if n.rsplit(".", 1)[1] in table.columns and n not in time_columns.get(obs.name, {})}
+            return {**read, **time_columns.get(obs.name, {})}
+
+        calls = [ObservationCalls(obs.name, observation_args[obs.name], read_columns(obs),
                                   len(tables[obs.source].columns[obs.column]))
                  for obs in model.observations]
         exact_plan = plan_exact_gps(symbolic, terms, [symbolic.numeric(e) for e in symbolic.rhs + symbolic.inits]
