@@ -113,7 +113,7 @@ def initial_points(program, n: int, how: str, seed: int, notes: list[str],
     if how == "prior" and len(z_prior) >= n:
         return z_prior[:n]
     z_uniform = rng.uniform(-2, 2, size=(max(4 * n, 16), program.dim))
-    if how == "uniform" or (how == "prior" and len(z_prior) < n):
+    if how in ("uniform", "prior"):   # prior: too few prior draws with a finite density
         u, _ = pot(z_uniform)
         pool = np.concatenate([z_prior, z_uniform[np.isfinite(u)]])
         if len(pool) < n:

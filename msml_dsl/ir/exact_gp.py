@@ -4,8 +4,9 @@ A GP term called only at inputs known before any parameter is drawn — data col
 time in an ``observe`` (a sensor response to a recorded temperature, a drift over the
 observation times), numbers and per-experiment covariates in a ``derive`` feeding the dynamics
 (a rate as an unknown function of each run's dose) — is evaluated at a finite set of points.
-There the GP is exact: its values at the P distinct points are ``amplitude * chol(K) z`` with
-``z`` P standard normals (symbolic/unknown_terms.py, ``ExactGaussianProcess``). Each call is
+There the GP is exact: its values at the P distinct points, ``NAME_z``, have the GP's
+multivariate normal prior (centred; ``parametrisation=noncentred`` writes them as
+``amplitude * chol(K) z``; symbolic/unknown_terms.py, ``ExactGaussianProcess``). Each call is
 replaced here by symbols the backend fills with those values: ``NAME_at[i]`` where the inputs
 are numbers (a scalar per draw, which may enter the ODE as a parameter), and one per-row
 symbol per call in an observation, gathered from the values by a row -> point index.
@@ -50,11 +51,8 @@ class ExactGpPlan:
     terms: dict[str, ExpandedTerm]                          # every term; the exact ones replaced
     point_index: dict[str, dict[tuple[float, ...], int]]    # exact term -> point -> index
     errors: tuple[Diagnostic, ...] = ()
-    gathers: dict[str, dict] = field(default_factory=dict)  # observation -> {symbol: (term, row index)}
-
-    @property
-    def exact_terms(self) -> list[ExpandedTerm]:
-        return [t for t in self.terms.values() if t.exact is not None]
+    # (observation, call) -> the call's inputs at every row, as the planning read them
+    row_points: dict = field(default_factory=dict)
 
     def replace_fixed(self, expr: sympy.Expr) -> sympy.Expr:
         """Calls at numeric inputs (dynamics, initial values, derived quantities) -> ``NAME_at[i]``."""
@@ -79,7 +77,7 @@ class ExactGpPlan:
             name = call.func.__name__
             # no '.' in the name: that marks a data column
             symbol = sympy.Symbol(f"_{name}_at_rows_of_{obs.name.replace('.', '_')}_{len(mapping) + 1}", real=True)
-            rows = _row_points(call, obs)
+            rows = self.row_points[obs.name, call]
             index = np.full(obs.rows, -1, dtype=np.int64)    # -1: an input is missing there (the row is masked)
             lookup = self.point_index[name]
             for r in np.flatnonzero(np.isfinite(rows).all(axis=1)):
@@ -100,6 +98,7 @@ def plan_exact_gps(symbolic, terms: dict[str, ExpandedTerm], fixed: list[sympy.E
         return ExactGpPlan(terms, {})
     points: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
     blockers: dict[str, list[str]] = {n: [] for n in wanted}
+    row_points: dict = {}
     for e in fixed:
         for call in _calls((e,), wanted):
             if all(a.is_number for a in call.args):
@@ -118,7 +117,7 @@ def plan_exact_gps(symbolic, terms: dict[str, ExpandedTerm], fixed: list[sympy.E
                     f"{_text(call)} in the observation of {obs.name}, where {', '.join(repr(m) for m in unknown)} "
                     f"{'is' if len(unknown) == 1 else 'are'} not read from the data")
                 continue
-            rows = _row_points(call, obs)
+            rows = row_points[obs.name, call] = _row_points(call, obs)
             points[call.func.__name__].append(rows[np.isfinite(rows).all(axis=1)])
 
     out = dict(terms)
@@ -154,7 +153,7 @@ def plan_exact_gps(symbolic, terms: dict[str, ExpandedTerm], fixed: list[sympy.E
             continue
         out[name] = exact_gp_term(info, terms[name].inputs, unique, symbolic)
         index[name] = {tuple(float(v) for v in row): i for i, row in enumerate(unique)}
-    return ExactGpPlan(out, index, tuple(errors))
+    return ExactGpPlan(out, index, tuple(errors), row_points)
 
 
 def _calls(exprs, names) -> list:

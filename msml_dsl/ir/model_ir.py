@@ -235,11 +235,11 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
                     if n.rsplit(".", 1)[1] in table.columns and n not in time_columns.get(obs.name, {})}
             return {**read, **time_columns.get(obs.name, {})}
 
-        calls = [ObservationCalls(obs.name, observation_args[obs.name], read_columns(obs),
-                                  len(tables[obs.source].columns[obs.column]))
-                 for obs in model.observations]
+        calls = {obs.name: ObservationCalls(obs.name, observation_args[obs.name], read_columns(obs),
+                                            len(tables[obs.source].columns[obs.column]))
+                 for obs in model.observations}
         exact_plan = plan_exact_gps(symbolic, terms, [symbolic.numeric(e) for e in symbolic.rhs + symbolic.inits]
-                                    + [symbolic.numeric(e) for _, e in symbolic.derived], calls)
+                                    + [symbolic.numeric(e) for _, e in symbolic.derived], list(calls.values()))
         if exact_plan.errors:
             raise MsmlError(list(exact_plan.errors), {model.file: model.program.source})
         terms = exact_plan.terms
@@ -281,8 +281,7 @@ def lower_to_ir(symbolic: SymbolicModel, tables: dict[str, DataTable]) -> ModelI
         raw = table.columns[obs.column]
         args, gathers = observation_args[obs.name], {}
         if exact_plan is not None:
-            args, gathers = exact_plan.replace_observation(
-                next(c for c in calls if c.name == obs.name))
+            args, gathers = exact_plan.replace_observation(calls[obs.name])
         args = tuple(expand(a) for a in args)
         covariates = dict(time_columns.get(obs.name, {}))
         mask = np.isfinite(raw)

@@ -100,9 +100,10 @@ class ExpandedTerm:
 class ExactGaussianProcess:
     """A ``gp`` term as an exact Gaussian process over the finite set of inputs it is called at.
 
-    The term's values there are ``amplitude * chol(C + jitter I) z`` with ``z ~ Normal(0, 1)``
-    (non-centred), C the unit kernel matrix of the points on standardised inputs (the points'
-    range mapped to [-1, 1]; the periodic kernel works on the inputs as written). Elsewhere the
+    The term's values there have the prior MultivariateNormal(0, amplitude^2 (C + jitter I)), C
+    the unit kernel matrix of the points on standardised inputs (the points' range mapped to
+    [-1, 1]; the periodic kernel works on the inputs as written); ``centred`` below says how
+    they are parametrised. Elsewhere the
     term is the GP conditioned on those values (``predict``), which is how plots and reports
     evaluate it.
     """
@@ -131,12 +132,16 @@ class ExactGaussianProcess:
         diff = self.standardised(a)[:, None, :] - self.standardised(b)[None, :, :]
         return kernel_from_differences(self.kernel, diff, ell, self.period, np)
 
+    def factor(self, ell: float) -> np.ndarray:
+        """chol(C + jitter I) at the points."""
+        C = self.unit_kernel(self.points, self.points, ell) + self.jitter * np.eye(len(self.points))
+        return np.linalg.cholesky(C)
+
     def values_at_points(self, amplitude: float, ell: float, z: np.ndarray) -> np.ndarray:
         """The term at its points for one draw."""
         if self.centred:
             return np.asarray(z, dtype=float)
-        C = self.unit_kernel(self.points, self.points, ell) + self.jitter * np.eye(len(self.points))
-        return amplitude * (np.linalg.cholesky(C) @ z)
+        return amplitude * (self.factor(ell) @ z)
 
     def predict(self, x: np.ndarray, amplitude: float, ell: float, z: np.ndarray,
                 rng: np.random.Generator | None = None) -> np.ndarray:
@@ -144,8 +149,7 @@ class ExactGaussianProcess:
         conditional when ``rng`` is given (the band then includes the GP's spread between points)."""
         from scipy.linalg import solve_triangular
 
-        C = self.unit_kernel(self.points, self.points, ell) + self.jitter * np.eye(len(self.points))
-        L = np.linalg.cholesky(C)
+        L = self.factor(ell)
         cross = self.unit_kernel(self.points, x, ell)                     # (P, Q)
         V = solve_triangular(L, cross, lower=True)                          # L^-1 C_PQ
         # C_QP C_PP^-1 f_P = V^T L^-1 f_P; non-centred f_P = a L z, so L^-1 f_P = a z
@@ -190,7 +194,7 @@ def kernel_from_differences(kernel: str, diff, ell, period, xp):
 
 def exact_gp_term(info: UnknownInfo, xs, points: np.ndarray, symbolic) -> ExpandedTerm:
     """A ``gp`` term as an exact GP at ``points`` (P, D): hyperparameters as for the basis form, and
-    ``NAME_z`` (P values of Normal(0, 1)) for the term's values there."""
+    ``NAME_z`` (P values: the term's values there, or standard normals when non-centred)."""
     opts = dict(info.options)
     priors = dict(info.priors)
     kernel = opts.get("kernel", "rbf")
@@ -211,8 +215,7 @@ def exact_gp_term(info: UnknownInfo, xs, points: np.ndarray, symbolic) -> Expand
                                 (lo + hi) / 2, width, _vector(f"{name}_at", P), f"{name}_amplitude",
                                 f"{name}_lengthscale", f"{name}_z", centred=centred)
     ranges = tuple((float(a), float(b)) if b - a > 1e-12 else (float(a) - 1.0, float(b) + 1.0) for a, b in zip(lo, hi))
-    note = (f"'{name}' is an exact Gaussian process over the {P} input value{'s' if P != 1 else ''} it is "
-            "evaluated at (gp(method=exact))")
+    note = f"'{name}' is an exact Gaussian process over the {P} input value{'s' if P != 1 else ''} it is evaluated at"
     return ExpandedTerm(name, "gp", xs, info.inputs, sympy.Integer(0), params, (), 0.1, ranges, (note,), (), spec)
 
 
